@@ -1,0 +1,39 @@
+# predcache: every command a newcomer needs. `make install` then `make test`.
+export UV_PYTHON_DOWNLOADS := never
+UV ?= $(shell command -v uv 2>/dev/null || echo .venv-uv/bin/uv)
+RUN := $(UV) run --frozen
+PAIR ?= ETH-EUR
+PORT ?= 8000
+
+.PHONY: install run api-without-cache api-with-cache requests loadtest test lint docker-up bench chaos
+
+install: ## create .venv from uv.lock (bootstraps uv with pip if it is missing)
+	@command -v uv >/dev/null 2>&1 || [ -x .venv-uv/bin/uv ] || \
+		(python3 -m venv .venv-uv && .venv-uv/bin/pip install --quiet uv)
+	$(UV) sync --frozen --all-extras
+
+run: ## the API with the settings from the environment (embedded cache unless REDIS_URL is set)
+	$(RUN) python -m service --port $(PORT)
+
+api-without-cache: ## the baseline: every request calls the model
+	$(RUN) python -m service --port $(PORT) --no-cache
+
+api-with-cache: ## the API over the local Redis
+	$(RUN) python -m service --port $(PORT) --redis-url $${REDIS_URL:-redis://127.0.0.1:6379/0}
+
+requests: ## 100 sequential requests, one "Time taken" line each, then a summary
+	$(RUN) python -m loadtest --url http://127.0.0.1:$(PORT)/predict --pair $(PAIR) --n 100 --concurrency 1 --verbose --no-progress
+
+loadtest: ## 100 requests, 10 at a time, with the per-class report
+	$(RUN) python -m loadtest --url http://127.0.0.1:$(PORT)/predict --pair $(PAIR) --n 100 --concurrency 10
+
+test: ## the whole suite (needs a Redis at REDIS_URL or redis-server on PATH)
+	$(RUN) pytest -q
+
+lint: ## ruff and mypy --strict
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+docker-up: ## the API with Redis in containers
+	docker compose up --build

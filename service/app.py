@@ -1,0 +1,103 @@
+"""The application factory and one cleanup context per resource it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from service import keys
+from service.breaker import CircuitBreaker
+from service.cache import CacheBackend, MemoryBackend, RedisBackend, create_redis_client
+from service.config import Settings, redact_url
+from service.handlers import add_routes
+from service.metrics import Metrics
+from service.middleware import count_requests, errors_as_json
+from service.model import ModelRunner, Predictor, build_predictor
+from service.predictions import Predictions
+
+log = logging.getLogger("service")
+
+Context = Callable[[web.Application], AsyncIterator[None]]
+
+
+def create_app(
+    settings: Settings, *, redis: Redis | None = None, model: Predictor | None = None
+) -> web.Application:
+    """The service. `redis` and `model` replace the ones the settings name (tests, embedding)."""
+    app = web.Application(middlewares=[count_requests, errors_as_json])
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = Metrics()
+    app.cleanup_ctx.append(cache_context(settings, redis))
+    app.cleanup_ctx.append(predictions_context(settings, model))
+    add_routes(app)
+    return app
+
+
+def cache_context(settings: Settings, redis: Redis | None) -> Context:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        cache: CacheBackend | None
+        if not settings.cache_enabled:
+            log.info("cache disabled: every request calls the model")
+            cache = None
+        elif redis is None and settings.redis_url is None:
+            log.info(
+                "no REDIS_URL: embedded in-process cache of at most %d entries", settings.cache_max_entries
+            )
+            cache = MemoryBackend(settings.cache_max_entries)
+        else:
+            cache = await _redis_backend(settings, redis, app[keys.METRICS])
+        app[keys.CACHE] = cache
+        yield
+        if cache is not None:
+            await cache.close()
+
+    return context
+
+
+async def _redis_backend(settings: Settings, redis: Redis | None, metrics: Metrics) -> RedisBackend:
+    owns_client = redis is None
+    if redis is None:
+        assert settings.redis_url is not None
+        redis = create_redis_client(
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+        )
+    where = redact_url(settings.redis_url) if settings.redis_url else "the given client"
+    try:
+        async with asyncio.timeout(settings.redis_timeout_s * 4):
+            await redis.ping()
+        log.info("cache: Redis at %s", where)
+    except Exception as exc:
+        # The service starts anyway: requests are answered by the model until Redis answers.
+        log.warning(
+            "cache: Redis at %s is not answering (%s); serving without cache until it does",
+            where,
+            type(exc).__name__,
+        )
+    breaker = CircuitBreaker(cooldown_s=settings.breaker_cooldown_s)
+    return RedisBackend(
+        redis, metrics=metrics, timeout_s=settings.redis_timeout_s, breaker=breaker, owns_client=owns_client
+    )
+
+
+def predictions_context(settings: Settings, model: Predictor | None) -> Context:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        predictor = model if model is not None else build_predictor(settings)
+        with ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model") as executor:
+            runner = ModelRunner(predictor, timeout_s=settings.model_timeout_s, executor=executor)
+            predictions = Predictions(
+                runner=runner, cache=app[keys.CACHE], metrics=app[keys.METRICS], ttl_s=settings.ttl_s
+            )
+            app[keys.PREDICTIONS] = predictions
+            log.info("model %s loaded (%s)", runner.version, settings.model)
+            yield
+            await predictions.in_flight.close()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    return context

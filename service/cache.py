@@ -1,0 +1,189 @@
+"""Where predictions are kept: one backend protocol, an embedded memory backend and a Redis backend.
+
+Backends store bytes under a key with a time to live. The Redis backend fails open: any error or
+timeout is logged, counted and reported as a miss (or a write not done), never raised into a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol, TypeVar, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from service.breaker import CircuitBreaker
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+CacheState = Literal["ok", "degraded"]
+T = TypeVar("T")
+
+
+class Miss(enum.Enum):
+    """Why a lookup found nothing; the values are the `result` labels of the lookup metric."""
+
+    ABSENT = "miss"  # the store answered: no such key
+    UNAVAILABLE = "error"  # the store did not answer (error, timeout, breaker open)
+
+
+class CacheBackend(Protocol):
+    """A key-value store with expiry that never raises into a request."""
+
+    @property
+    def state(self) -> CacheState: ...
+
+    async def get(self, key: str) -> bytes | Miss:
+        """The value under `key`, or why there is none."""
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Store `value` for `ttl_s` seconds; False when the store could not."""
+
+    async def delete(self, key: str) -> bool:
+        """Remove `key`; False when the store could not."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """An in-process LRU with per-entry expiry: the cache of a service started without Redis."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    state: CacheState = "ok"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | Miss:
+        item = self._entries.get(key)
+        if item is None:
+            return Miss.ABSENT
+        expires_at, value = item
+        if self._clock() >= expires_at:
+            del self._entries[key]
+            return Miss.ABSENT
+        self._entries.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        self._entries[key] = (self._clock() + ttl_s, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return True
+
+    async def delete(self, key: str) -> bool:
+        self._entries.pop(key, None)
+        return True
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+def create_redis_client(url: str, *, timeout_s: float, max_connections: int) -> Redis:
+    """A client that fails fast: short timeouts, no retries, a bounded pool.
+
+    redis-py's defaults retry with backoff for seconds and wait 20 s for a pooled connection; behind a
+    request that must answer in milliseconds, a fast miss is worth more than a slow hit.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_s,  # wait for a free pooled connection
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    return Redis(connection_pool=pool)
+
+
+class RedisBackend:
+    """Redis through redis.asyncio, behind a circuit breaker; every failure is a miss."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        metrics: Metrics,
+        timeout_s: float,
+        breaker: CircuitBreaker,
+        owns_client: bool = True,
+    ) -> None:
+        self.client = client
+        self.breaker = breaker
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+        self._owns_client = owns_client
+
+    @property
+    def state(self) -> CacheState:
+        return "ok" if self.breaker.is_closed else "degraded"
+
+    async def get(self, key: str) -> bytes | Miss:
+        # Without decode_responses, redis-py replies bytes; its stubs cannot know that.
+        value = await self._call("GET", lambda: cast("Awaitable[bytes | None]", self.client.get(key)))
+        return Miss.ABSENT if value is None else value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        px = max(1, round(ttl_s * 1000))
+        if isinstance(await self._call("SET", lambda: self.client.set(key, value, px=px)), Miss):
+            self._metrics.cache_write_errors.inc()
+            return False
+        return True
+
+    async def delete(self, key: str) -> bool:
+        return not isinstance(await self._call("DEL", lambda: self.client.delete(key)), Miss)
+
+    async def _call(self, command: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
+        """The command's reply, or Miss.UNAVAILABLE when the breaker is open or the command failed."""
+        if not self.breaker.allow():
+            return Miss.UNAVAILABLE
+        try:
+            # A hard budget on top of the socket timeouts: waiting for the pool, connecting and reading
+            # all count. redis-py drops a connection whose command was cancelled, so a late reply can
+            # never reach the next user of that connection.
+            async with asyncio.timeout(self._timeout_s):
+                reply = await call()
+        except ResponseError as exc:
+            # OOM under noeviction, READONLY replica, WRONGTYPE: Redis is reachable but refused this
+            # command. Fail this one request open without opening the breaker for everybody.
+            self.breaker.record_success()
+            log.warning("redis %s refused: %s", command, exc)
+            return Miss.UNAVAILABLE
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(command, exc)
+            return Miss.UNAVAILABLE
+        self.breaker.record_success()
+        return reply
+
+    def _failed(self, command: str, exc: BaseException) -> None:
+        was_closed = self.breaker.is_closed
+        self.breaker.record_failure()
+        if was_closed and not self.breaker.is_closed:
+            self._metrics.breaker_opened.inc()
+            log.warning(
+                "redis %s failed (%s: %s); serving without cache, next probe in %.1f s",
+                command,
+                type(exc).__name__,
+                exc,
+                self.breaker.cooldown_s,
+            )
+        else:
+            log.debug("redis %s failed: %s: %s", command, type(exc).__name__, exc)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()

@@ -1,0 +1,262 @@
+"""Settings of the service: flags win over environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from service.errors import ConfigError
+
+DEMO_MODEL = "service.model:DemoModel"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    cache_enabled: bool = True
+    ttl_s: float = 5.0
+    cache_max_entries: int = 10_000
+    model: str = DEMO_MODEL
+    model_timeout_s: float = 10.0
+    model_threads: int = 4
+    demo_model_latency_s: float = 1.0
+    redis_timeout_s: float = 0.25
+    redis_max_connections: int = 64
+    breaker_cooldown_s: float = 1.0
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read the settings from `argv` and `environ`; raise ConfigError naming a bad one."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = environ.get(option.env)
+            if raw is not None and raw != "":
+                values[option.field] = option.convert(option.env, raw)
+        parsed = build_parser().parse_args(argv)
+        for option in OPTIONS:
+            raw = getattr(parsed, option.field)
+            if raw is None:
+                continue
+            if option.is_switch:
+                values[option.field] = option.switch_value
+            else:
+                values[option.field] = option.convert(option.flag, raw)
+        return replace(cls(), **values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        return cls.from_args([], environ)
+
+
+# -- converters: each takes the setting's name (for the message) and the raw text --------------------
+
+
+def _float(name: str, raw: str, *, minimum: float, inclusive: bool) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"expected a finite number, got {raw!r}")
+    if value < minimum or (value == minimum and not inclusive):
+        bound = ">=" if inclusive else ">"
+        raise ConfigError(name, f"must be {bound} {minimum:g}, got {raw!r}")
+    return value
+
+
+def positive_float(name: str, raw: str) -> float:
+    return _float(name, raw, minimum=0.0, inclusive=False)
+
+
+def non_negative_float(name: str, raw: str) -> float:
+    return _float(name, raw, minimum=0.0, inclusive=True)
+
+
+def _int_between(low: int, high: int) -> Callable[[str, str], int]:
+    def convert(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {raw!r}")
+        return value
+
+    return convert
+
+
+def boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def redis_url(name: str, raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        # The URL may carry a password: say what is wrong without echoing it.
+        raise ConfigError(name, f"must start with redis://, rediss:// or unix://, got {redact_url(raw)!r}")
+    return raw
+
+
+def model_spec(name: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", raw):
+        raise ConfigError(name, f"expected package.module:attribute, got {raw!r}")
+    return raw
+
+
+def log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(name, f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return level
+
+
+def host(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(name, "must not be empty")
+    return raw.strip()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- the option table: one row a setting, shared by --help, flags and environment --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    field: str
+    flag: str
+    env: str
+    convert: Callable[[str, str], Any]
+    help: str
+    # A switch is a flag without a value (--no-cache); its environment variable still takes one.
+    is_switch: bool = False
+    switch_value: bool = True
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "--host", "HOST", host, "address to listen on"),
+    Option("port", "--port", "PORT", _int_between(0, 65535), "port to listen on"),
+    Option(
+        "redis_url",
+        "--redis-url",
+        "REDIS_URL",
+        redis_url,
+        "Redis to cache in (redis://, rediss:// or unix://, password in the URL); "
+        "unset: an embedded in-process cache",
+    ),
+    Option(
+        "cache_enabled",
+        "--no-cache",
+        "CACHE_ENABLED",
+        boolean,
+        "call the model for every request (the no-cache baseline); env CACHE_ENABLED=0",
+        is_switch=True,
+        switch_value=False,
+    ),
+    Option(
+        "ttl_s", "--ttl", "CACHE_TTL_SECONDS", positive_float, "seconds a prediction is served from cache"
+    ),
+    Option(
+        "cache_max_entries",
+        "--cache-max-entries",
+        "CACHE_MAX_ENTRIES",
+        _int_between(1, 10_000_000),
+        "entries the embedded cache keeps (least recently used go first)",
+    ),
+    Option("model", "--model", "MODEL", model_spec, "the model as package.module:attribute"),
+    Option(
+        "model_timeout_s",
+        "--model-timeout",
+        "MODEL_TIMEOUT_SECONDS",
+        positive_float,
+        "seconds a model call may take before its waiters get 504",
+    ),
+    Option(
+        "model_threads",
+        "--model-threads",
+        "MODEL_THREADS",
+        _int_between(1, 256),
+        "threads that run a synchronous model's predict",
+    ),
+    Option(
+        "demo_model_latency_s",
+        "--demo-model-latency",
+        "DEMO_MODEL_LATENCY_SECONDS",
+        non_negative_float,
+        "seconds the demo model takes per prediction",
+    ),
+    Option(
+        "redis_timeout_s",
+        "--redis-timeout",
+        "REDIS_TIMEOUT_SECONDS",
+        positive_float,
+        "budget for one Redis command, connecting included; past it the request is a miss",
+    ),
+    Option(
+        "redis_max_connections",
+        "--redis-max-connections",
+        "REDIS_MAX_CONNECTIONS",
+        _int_between(1, 10_000),
+        "size of the Redis connection pool",
+    ),
+    Option(
+        "breaker_cooldown_s",
+        "--breaker-cooldown",
+        "REDIS_BREAKER_COOLDOWN_SECONDS",
+        positive_float,
+        "seconds without Redis after it fails, before one probe tries it again",
+    ),
+    Option("log_level", "--log-level", "LOG_LEVEL", log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Option("access_log", "--access-log", "ACCESS_LOG", boolean, "log every request", is_switch=True),
+)
+assert {o.field for o in OPTIONS} == {f.name for f in fields(Settings)}, "every setting needs an option"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2, as for a bad setting."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError("usage", message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Settings()
+    parser = _OneLineParser(
+        prog="python -m service",
+        description="predcache: a prediction cache in front of a slow model. Flags win over environment.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for option in OPTIONS:
+        default = getattr(defaults, option.field)
+        shown = "unset" if default is None else default
+        text = f"{option.help} [env {option.env}, default {shown}]"
+        if option.is_switch:
+            parser.add_argument(option.flag, dest=option.field, action="store_const", const=True, help=text)
+        else:
+            parser.add_argument(option.flag, dest=option.field, metavar=option.env, help=text)
+    return parser

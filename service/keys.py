@@ -1,0 +1,15 @@
+"""The typed keys under which the app keeps its shared objects (no module-level singletons)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.cache import CacheBackend
+from service.config import Settings
+from service.metrics import Metrics
+from service.predictions import Predictions
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+CACHE: web.AppKey[CacheBackend | None] = web.AppKey("cache")  # None: caching disabled (--no-cache)
+PREDICTIONS = web.AppKey("predictions", Predictions)

@@ -1,0 +1,60 @@
+"""Prometheus metrics of one service instance, on a registry of its own so apps never share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The counters and histograms; label children used per request are bound once, here."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "predcache_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "predcache_request_duration_seconds",
+            "time to answer a request",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        lookups = Counter("predcache_cache_lookups", "cache lookups by result", ["result"], registry=r)
+        self.cache_hit = lookups.labels("hit")
+        self.cache_miss = lookups.labels("miss")
+        self.cache_stale = lookups.labels("stale")
+        self.cache_error = lookups.labels("error")
+        self.cache_writes = Counter("predcache_cache_writes", "predictions stored in the cache", registry=r)
+        self.cache_write_errors = Counter(
+            "predcache_cache_write_errors",
+            "cache writes that failed (the request was still served)",
+            registry=r,
+        )
+        self.breaker_opened = Counter(
+            "predcache_redis_breaker_opened", "times the Redis circuit breaker opened", registry=r
+        )
+        self.model_calls = Counter("predcache_model_calls", "calls to the model", registry=r)
+        self.model_errors = Counter(
+            "predcache_model_errors", "model calls that failed or timed out", registry=r
+        )
+        self.model_duration = Histogram(
+            "predcache_model_duration_seconds",
+            "time the model took per call",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "predcache_singleflight_coalesced",
+            "requests that joined a model call already in flight instead of starting one",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

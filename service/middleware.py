@@ -1,0 +1,45 @@
+"""Request middleware: domain errors become JSON error responses, and every request is counted."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service import keys
+from service.errors import PredcacheError
+from service.handlers import error_response
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PredcacheError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Unknown paths and methods answer in the same JSON shape as everything else.
+        code = exc.reason.lower().replace(" ", "_")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.rel_url)
+        return error_response(500, "internal_error", "internal error")
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[keys.METRICS]
+    resource = request.match_info.route.resource
+    # Label by route, never by raw path: unknown paths must not create new time series.
+    endpoint = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    response = await handler(request)
+    metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
+    metrics.requests.labels(endpoint, str(response.status)).inc()
+    return response

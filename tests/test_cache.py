@@ -1,0 +1,84 @@
+"""Cache backends: the memory LRU expires and bounds entries; the Redis backend fails open."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+
+from service.breaker import CircuitBreaker
+from service.cache import MemoryBackend, Miss, RedisBackend, create_redis_client
+from service.metrics import Metrics
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_entries_expire() -> None:
+    clock = Clock()
+    cache = MemoryBackend(10, clock=clock)
+    await cache.set("k", b"v", ttl_s=0.5)
+    assert await cache.get("k") == b"v"
+    clock.now = 0.5
+    assert await cache.get("k") is Miss.ABSENT
+    assert len(cache) == 0
+
+
+async def test_memory_is_bounded_least_recently_used_first() -> None:
+    cache = MemoryBackend(2, clock=Clock())
+    await cache.set("a", b"1", 10)
+    await cache.set("b", b"2", 10)
+    await cache.get("a")
+    await cache.set("c", b"3", 10)
+    assert len(cache) == 2
+    assert await cache.get("b") is Miss.ABSENT
+    assert await cache.get("a") == b"1"
+
+
+async def test_redis_backend_round_trip_with_expiry() -> None:
+    client = fakeredis.FakeAsyncRedis()
+    backend = RedisBackend(client, metrics=Metrics(), timeout_s=1.0, breaker=CircuitBreaker(cooldown_s=1))
+    assert await backend.set("k", b"v", ttl_s=2.5)
+    assert await backend.get("k") == b"v"
+    assert 2000 < await client.pttl("k") <= 2500
+    assert await backend.get("absent") is Miss.ABSENT
+    assert await backend.delete("k")
+    assert await backend.get("k") is Miss.ABSENT
+
+
+async def test_unreachable_redis_is_unavailable_not_an_exception() -> None:
+    """Nothing listens on port 1: every command fails fast and the breaker opens."""
+    client: Redis = create_redis_client("redis://127.0.0.1:1/0", timeout_s=0.2, max_connections=4)
+    metrics = Metrics()
+    backend = RedisBackend(client, metrics=metrics, timeout_s=0.2, breaker=CircuitBreaker(cooldown_s=30))
+    try:
+        for _ in range(5):
+            assert await backend.get("k") is Miss.UNAVAILABLE
+        assert not await backend.set("k", b"v", 1)
+        assert backend.state == "degraded"
+        assert metrics.breaker_opened._value.get() == 1
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize(
+    "error", ["OOM command not allowed", "READONLY You can't write against a read only replica."]
+)
+async def test_refused_commands_fail_open_without_opening_the_breaker(error: str) -> None:
+    class Refusing(fakeredis.FakeAsyncRedis):
+        async def set(self, *args: object, **kwargs: object) -> bool:  # type: ignore[override]
+            from redis.exceptions import ResponseError
+
+            raise ResponseError(error)
+
+    backend = RedisBackend(
+        Refusing(), metrics=Metrics(), timeout_s=1.0, breaker=CircuitBreaker(cooldown_s=30)
+    )
+    for _ in range(5):
+        assert not await backend.set("k", b"v", 1)
+    assert backend.state == "ok"

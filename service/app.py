@@ -14,11 +14,13 @@ from service import keys
 from service.breaker import CircuitBreaker
 from service.cache import CacheBackend, MemoryBackend, RedisBackend, create_redis_client
 from service.config import Settings, redact_url
+from service.events import Events
 from service.handlers import add_routes
+from service.lease import Leases
 from service.metrics import Metrics
 from service.middleware import count_requests, errors_as_json
 from service.model import ModelRunner, Predictor, build_predictor
-from service.predictions import Predictions
+from service.predictions import Fleet, Predictions
 
 log = logging.getLogger("service")
 
@@ -29,7 +31,12 @@ def create_app(
     settings: Settings, *, redis: Redis | None = None, model: Predictor | None = None
 ) -> web.Application:
     """The service. `redis` and `model` replace the ones the settings name (tests, embedding)."""
-    app = web.Application(middlewares=[count_requests, errors_as_json])
+    app = web.Application(
+        middlewares=[count_requests, errors_as_json],
+        # aiohttp answers request lines over 8 KiB itself, in plain text; up to 32 KiB they reach
+        # our handlers and get the same JSON 400 as every other bad input.
+        handler_args={"max_line_size": 32 * 1024},
+    )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app.cleanup_ctx.append(cache_context(settings, redis))
@@ -91,13 +98,32 @@ def predictions_context(settings: Settings, model: Predictor | None) -> Context:
         predictor = model if model is not None else build_predictor(settings)
         with ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model") as executor:
             runner = ModelRunner(predictor, timeout_s=settings.model_timeout_s, executor=executor)
+            cache = app[keys.CACHE]
+            fleet = None
+            if isinstance(cache, RedisBackend):
+                # Replicas sharing this Redis share model calls too: leases plus "stored" events.
+                fleet = Fleet(
+                    Leases(cache, lease_ttl_s=settings.lease_ttl_s),
+                    Events(cache, channel=f"predcache:{runner.version}:events"),
+                )
+                fleet.events.start()
             predictions = Predictions(
-                runner=runner, cache=app[keys.CACHE], metrics=app[keys.METRICS], ttl_s=settings.ttl_s
+                runner=runner,
+                cache=cache,
+                metrics=app[keys.METRICS],
+                ttl_s=settings.ttl_s,
+                grace_s=settings.grace_s,
+                xfetch_beta=settings.xfetch_beta,
+                # A waiter gives up on another replica's call after the longest a call may take.
+                lease_wait_s=settings.model_timeout_s + settings.lease_ttl_s,
+                fleet=fleet,
             )
             app[keys.PREDICTIONS] = predictions
             log.info("model %s loaded (%s)", runner.version, settings.model)
             yield
             await predictions.in_flight.close()
+            if fleet is not None:
+                await fleet.events.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
     return context

@@ -11,7 +11,7 @@ import enum
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, Protocol, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -29,10 +29,9 @@ T = TypeVar("T")
 
 
 class Miss(enum.Enum):
-    """Why a lookup found nothing; the values are the `result` labels of the lookup metric."""
+    """A command's stand-in reply when the store could not answer (error, timeout, breaker open)."""
 
-    ABSENT = "miss"  # the store answered: no such key
-    UNAVAILABLE = "error"  # the store did not answer (error, timeout, breaker open)
+    UNAVAILABLE = "unavailable"
 
 
 class CacheBackend(Protocol):
@@ -41,14 +40,17 @@ class CacheBackend(Protocol):
     @property
     def state(self) -> CacheState: ...
 
-    async def get(self, key: str) -> bytes | Miss:
-        """The value under `key`, or why there is none."""
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
+        """The value under each key (None where absent), or Miss.UNAVAILABLE."""
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
         """Store `value` for `ttl_s` seconds; False when the store could not."""
 
     async def delete(self, key: str) -> bool:
         """Remove `key`; False when the store could not."""
+
+    async def incr(self, key: str) -> int | Miss:
+        """Add one to the counter under `key` (which never expires) and return it."""
 
     async def close(self) -> None: ...
 
@@ -60,20 +62,24 @@ class MemoryBackend:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._counters: dict[str, int] = {}  # kept apart from the LRU: a counter must never be evicted
 
     state: CacheState = "ok"
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: str) -> bytes | Miss:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
+        return [self._get(key) for key in keys]
+
+    def _get(self, key: str) -> bytes | None:
         item = self._entries.get(key)
         if item is None:
-            return Miss.ABSENT
+            return None
         expires_at, value = item
         if self._clock() >= expires_at:
             del self._entries[key]
-            return Miss.ABSENT
+            return None
         self._entries.move_to_end(key)
         return value
 
@@ -87,6 +93,10 @@ class MemoryBackend:
     async def delete(self, key: str) -> bool:
         self._entries.pop(key, None)
         return True
+
+    async def incr(self, key: str) -> int | Miss:
+        self._counters[key] = self._counters.get(key, 0) + 1
+        return self._counters[key]
 
     async def close(self) -> None:
         self._entries.clear()
@@ -132,22 +142,24 @@ class RedisBackend:
     def state(self) -> CacheState:
         return "ok" if self.breaker.is_closed else "degraded"
 
-    async def get(self, key: str) -> bytes | Miss:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
         # Without decode_responses, redis-py replies bytes; its stubs cannot know that.
-        value = await self._call("GET", lambda: cast("Awaitable[bytes | None]", self.client.get(key)))
-        return Miss.ABSENT if value is None else value
+        return await self.call("MGET", lambda: cast("Awaitable[list[bytes | None]]", self.client.mget(keys)))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
         px = max(1, round(ttl_s * 1000))
-        if isinstance(await self._call("SET", lambda: self.client.set(key, value, px=px)), Miss):
+        if isinstance(await self.call("SET", lambda: self.client.set(key, value, px=px)), Miss):
             self._metrics.cache_write_errors.inc()
             return False
         return True
 
     async def delete(self, key: str) -> bool:
-        return not isinstance(await self._call("DEL", lambda: self.client.delete(key)), Miss)
+        return not isinstance(await self.call("DEL", lambda: self.client.delete(key)), Miss)
 
-    async def _call(self, command: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
+    async def incr(self, key: str) -> int | Miss:
+        return await self.call("INCR", lambda: self.client.incr(key))
+
+    async def call(self, command: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
         """The command's reply, or Miss.UNAVAILABLE when the breaker is open or the command failed."""
         if not self.breaker.allow():
             return Miss.UNAVAILABLE

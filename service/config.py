@@ -22,6 +22,10 @@ class Settings:
     redis_url: str | None = None
     cache_enabled: bool = True
     ttl_s: float = 5.0
+    stale_s: float | None = None  # None: equal to ttl_s
+    xfetch_beta: float = 1.0
+    lease_ttl_s: float = 2.0
+    admin_token: str | None = None
     cache_max_entries: int = 10_000
     model: str = DEMO_MODEL
     model_timeout_s: float = 10.0
@@ -54,6 +58,11 @@ class Settings:
             else:
                 values[option.field] = option.convert(option.flag, raw)
         return replace(cls(), **values)
+
+    @property
+    def grace_s(self) -> float:
+        """Seconds past the TTL a prediction may still be served while it is refreshed."""
+        return self.ttl_s if self.stale_s is None else self.stale_s
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -127,7 +136,7 @@ def log_level(name: str, raw: str) -> str:
     return level
 
 
-def host(name: str, raw: str) -> str:
+def non_empty(name: str, raw: str) -> str:
     if not raw.strip():
         raise ConfigError(name, "must not be empty")
     return raw.strip()
@@ -159,7 +168,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", "--host", "HOST", host, "address to listen on"),
+    Option("host", "--host", "HOST", non_empty, "address to listen on"),
     Option("port", "--port", "PORT", _int_between(0, 65535), "port to listen on"),
     Option(
         "redis_url",
@@ -174,12 +183,42 @@ OPTIONS: tuple[Option, ...] = (
         "--no-cache",
         "CACHE_ENABLED",
         boolean,
-        "call the model for every request (the no-cache baseline); env CACHE_ENABLED=0",
+        "call the model for every request, the no-cache baseline (CACHE_ENABLED=0)",
         is_switch=True,
         switch_value=False,
     ),
     Option(
         "ttl_s", "--ttl", "CACHE_TTL_SECONDS", positive_float, "seconds a prediction is served from cache"
+    ),
+    Option(
+        "stale_s",
+        "--stale-seconds",
+        "CACHE_STALE_SECONDS",
+        non_negative_float,
+        "seconds past the TTL a prediction is still served (X-Cache: STALE) while one background "
+        "refresh recomputes it; 0 turns it off; unset: equal to the TTL",
+    ),
+    Option(
+        "xfetch_beta",
+        "--early-refresh-beta",
+        "CACHE_EARLY_REFRESH_BETA",
+        non_negative_float,
+        "eagerness of probabilistic early refresh before expiry (XFetch beta); 0 turns it off",
+    ),
+    Option(
+        "lease_ttl_s",
+        "--lease-ttl",
+        "LEASE_TTL_SECONDS",
+        positive_float,
+        "fleet-wide single-flight: lifetime of a replica's Redis lease on a key, renewed while its "
+        "model runs; a replica that dies holds the others up at most this long",
+    ),
+    Option(
+        "admin_token",
+        "--admin-token",
+        "ADMIN_TOKEN",
+        non_empty,
+        "bearer token for DELETE /cache and DELETE /cache/{pair}; unset: those endpoints are off",
     ),
     Option(
         "cache_max_entries",

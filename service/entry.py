@@ -21,6 +21,11 @@ class CachedPrediction:
     body: bytes  # the JSON response body, served as is
     predicted_at: float  # Unix time at which the model computed it
     model_duration_s: float  # how long the model took, for refreshing early enough
+    fresh_s: float  # served as fresh this long after predicted_at (the TTL, jittered down)
+    generation: int  # the cache generation it was written in; a bumped generation disowns it
+
+    def is_fresh(self, now: float) -> bool:
+        return now - self.predicted_at < self.fresh_s
 
     @classmethod
     def create(
@@ -33,6 +38,8 @@ class CachedPrediction:
         model_version: str,
         predicted_at: float,
         model_duration_s: float,
+        fresh_s: float,
+        generation: int,
     ) -> CachedPrediction:
         body = orjson.dumps(
             {
@@ -44,10 +51,18 @@ class CachedPrediction:
                 "predicted_at": datetime.fromtimestamp(predicted_at, UTC).isoformat(timespec="milliseconds"),
             }
         )
-        return cls(key=key, body=body, predicted_at=predicted_at, model_duration_s=model_duration_s)
+        return cls(key, body, predicted_at, model_duration_s, fresh_s, generation)
 
     def encode(self) -> bytes:
-        meta = orjson.dumps({"key": self.key, "at": self.predicted_at, "model_s": self.model_duration_s})
+        meta = orjson.dumps(
+            {
+                "key": self.key,
+                "at": self.predicted_at,
+                "model_s": self.model_duration_s,
+                "fresh_s": self.fresh_s,
+                "gen": self.generation,
+            }
+        )
         return meta + b"\n" + self.body
 
     @classmethod
@@ -64,11 +79,11 @@ class CachedPrediction:
                 return None
             predicted_at = float(meta["at"])
             model_duration_s = float(meta["model_s"])
+            fresh_s = float(meta["fresh_s"])
+            generation = int(meta["gen"])
             # Served bytes must be this pair's prediction, whatever was planted under the key.
             if orjson.loads(raw[meta_end + 1 :])["pair"] != pair:
                 return None
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        return cls(
-            key=key, body=raw[meta_end + 1 :], predicted_at=predicted_at, model_duration_s=model_duration_s
-        )
+        return cls(key, raw[meta_end + 1 :], predicted_at, model_duration_s, fresh_s, generation)

@@ -29,6 +29,27 @@ class InvalidPair(PredcacheError):
     code = "invalid_pair"
 
 
+class InvalidCacheControl(PredcacheError):
+    """The Cache-Control request header has a max-age that is not a whole number of seconds."""
+
+    status = 400
+    code = "invalid_cache_control"
+
+
+class Unauthorized(PredcacheError):
+    """An admin endpoint was called without `Authorization: Bearer <ADMIN_TOKEN>`."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class CacheUnavailable(PredcacheError):
+    """The cache could not be reached to carry out an invalidation; nothing was changed."""
+
+    status = 503
+    code = "cache_unavailable"
+
+
 class UnknownPair(PredcacheError):
     """The pair is well formed but the model does not predict it."""
 

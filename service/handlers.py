@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import orjson
 from aiohttp import web
 
 from service import keys
-from service.errors import InvalidPair
+from service.errors import CacheUnavailable, InvalidCacheControl, InvalidPair, Unauthorized, UnknownPair
 from service.metrics import CONTENT_TYPE_LATEST
 from service.pair import parse_pair
-from service.predictions import Answer, Outcome
+from service.predictions import ANY_AGE, Answer, Freshness, Outcome, Predictions
 
 JSON = "application/json"
 
@@ -25,17 +26,38 @@ def pair_from_query(request: web.Request) -> str:
     return parse_pair(values[0])
 
 
+def freshness_from_headers(request: web.Request) -> Freshness:
+    """The client's Cache-Control: `no-cache` and `max-age=N`; other directives are ignored."""
+    header = request.headers.get("Cache-Control")
+    if not header:
+        return ANY_AGE
+    no_cache = False
+    max_age_s: float | None = None
+    for directive in header.lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name == "no-cache":
+            no_cache = True
+        elif name == "max-age":
+            if not value.strip('"').isdigit():
+                raise InvalidCacheControl(f"max-age must be a whole number of seconds, got {value!r}")
+            max_age_s = float(value.strip('"'))
+    return Freshness(no_cache=no_cache, max_age_s=max_age_s)
+
+
 async def predict(request: web.Request) -> web.Response:
     pair = pair_from_query(request)
-    answer = await request.app[keys.PREDICTIONS].get(pair)
-    return prediction_response(answer)
+    predictions = request.app[keys.PREDICTIONS]
+    answer = await predictions.get(pair, freshness_from_headers(request))
+    return prediction_response(answer, predictions)
 
 
-def prediction_response(answer: Answer) -> web.Response:
+def prediction_response(answer: Answer, predictions: Predictions) -> web.Response:
     entry = answer.entry
-    ttl_left = int(answer.ttl_left_s)
+    ttl_left = int(predictions.ttl_left_s(entry))
     if answer.outcome is Outcome.HIT:
         cache_status = f"predcache; hit; ttl={ttl_left}"
+    elif answer.outcome is Outcome.STALE:
+        cache_status = "predcache; hit; fwd=stale"
     elif answer.collapsed:
         cache_status = "predcache; fwd=uri-miss; collapsed"
     else:
@@ -47,9 +69,38 @@ def prediction_response(answer: Answer) -> web.Response:
             "X-Cache": answer.outcome.value,
             "Age": str(max(0, int(time.time() - entry.predicted_at))),
             "Cache-Status": cache_status,
-            "Cache-Control": f"max-age={ttl_left}",
+            "Cache-Control": f"max-age={ttl_left}, stale-while-revalidate={int(predictions.grace_s)}",
         },
     )
+
+
+def require_admin(request: web.Request) -> None:
+    """Admin endpoints exist only with ADMIN_TOKEN set, and need it as a bearer token."""
+    token = request.app[keys.SETTINGS].admin_token
+    if token is None:
+        raise web.HTTPNotFound()
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes the same time wherever the strings differ: no guessing by timing.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("this endpoint needs Authorization: Bearer <ADMIN_TOKEN>")
+
+
+async def invalidate_pair(request: web.Request) -> web.Response:
+    require_admin(request)
+    pair = parse_pair(request.match_info["pair"])
+    predictions = request.app[keys.PREDICTIONS]
+    if not predictions.runner.supports(pair):
+        raise UnknownPair(pair)
+    if not await predictions.invalidate(pair):
+        raise CacheUnavailable(f"could not reach the cache to invalidate {pair}; nothing changed")
+    return json_response({"invalidated": pair})
+
+
+async def invalidate_all(request: web.Request) -> web.Response:
+    require_admin(request)
+    if not await request.app[keys.PREDICTIONS].invalidate_all():
+        raise CacheUnavailable("could not reach the cache to invalidate it; nothing changed")
+    return json_response({"invalidated": "all"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -92,3 +143,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_delete("/cache", invalidate_all)
+    app.router.add_delete("/cache/{pair}", invalidate_pair)

@@ -50,6 +50,25 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.background_refreshes = Counter(
+            "predcache_background_refreshes", "refreshes started by serving a stale prediction", registry=r
+        )
+        self.early_refreshes = Counter(
+            "predcache_early_refreshes",
+            "refreshes started before expiry (probabilistic early refresh)",
+            registry=r,
+        )
+        self.lease_waits = Counter(
+            "predcache_lease_waits", "fills that waited for another replica's model call", registry=r
+        )
+        self.lease_timeouts = Counter(
+            "predcache_lease_timeouts",
+            "fills that gave up waiting for another replica and computed",
+            registry=r,
+        )
+        self.lease_fallbacks = Counter(
+            "predcache_lease_fallbacks", "fills without a lease because Redis was unreachable", registry=r
+        )
         self.coalesced = Counter(
             "predcache_singleflight_coalesced",
             "requests that joined a model call already in flight instead of starting one",

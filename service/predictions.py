@@ -1,8 +1,19 @@
-"""The one place that combines the cache, single-flight and the model into an answer for a pair."""
+"""The one place that combines the cache, single-flight, leases and the model into an answer for a pair.
+
+Freshness of an entry computed at `t` with TTL `fresh_s` (jittered down from the TTL) and grace `g`:
+  [t, t + fresh_s)            HIT; a reader may refresh it early in the background (XFetch)
+  [t + fresh_s, t + fresh_s + g)  STALE: served at once while one background refresh recomputes it
+  from t + fresh_s + g        gone (Redis expired it): a MISS waits for the model
+So no response is ever older than TTL + grace.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,14 +21,34 @@ from dataclasses import dataclass
 from service.cache import CacheBackend, Miss
 from service.entry import CachedPrediction
 from service.errors import PredcacheError, UnknownPair
+from service.events import Events
+from service.lease import Leases
 from service.metrics import Metrics
 from service.model import ModelRunner
 from service.singleflight import SingleFlight
 
+# TTLs are shortened by up to this fraction, so keys warmed together do not expire together.
+TTL_JITTER = 0.1
+# How often a replica waiting on another's lease re-reads the cache and retries the lease, in case
+# the "stored" event was lost or the holder died.
+LEASE_POLL_S = 0.1
+
 
 class Outcome(enum.Enum):
     HIT = "HIT"
+    STALE = "STALE"
     MISS = "MISS"
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """What the client accepts, from its Cache-Control request header."""
+
+    no_cache: bool = False  # a fresh prediction, never a cached one
+    max_age_s: float | None = None  # only a prediction at most this old
+
+
+ANY_AGE = Freshness()
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +57,25 @@ class Answer:
 
     entry: CachedPrediction
     outcome: Outcome
-    ttl_left_s: float  # how much longer the prediction is served from cache
-    collapsed: bool = False  # this request joined a model call another request started
+    collapsed: bool = False  # this request joined a model call another request (or replica) made
     stored: bool = False  # the model's prediction was written to the cache
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """The result of one fill of a key, shared by every request that waited for it."""
+
+    entry: CachedPrediction
+    stored: bool
+    from_other_replica: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What a replica needs to share model calls with the other replicas of one Redis."""
+
+    leases: Leases
+    events: Events
 
 
 class Predictions:
@@ -41,56 +88,165 @@ class Predictions:
         cache: CacheBackend | None,
         metrics: Metrics,
         ttl_s: float,
+        grace_s: float,
+        xfetch_beta: float,
+        lease_wait_s: float,
+        fleet: Fleet | None = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.runner = runner
         self.cache = cache
         self.ttl_s = ttl_s
+        self.grace_s = grace_s
+        self.fleet = fleet
+        self._xfetch_beta = xfetch_beta
+        self._lease_wait_s = lease_wait_s
         self._metrics = metrics
         self._clock = clock
-        # The key prefix carries the model version: a new model never serves an old model's prediction.
+        self._random = rng or random.Random()
+        # The prefix carries the model version: a new model never serves an old model's prediction.
         self._prefix = f"predcache:{runner.version}:"
-        self.in_flight: SingleFlight[str, tuple[CachedPrediction, bool]] = SingleFlight()
+        self.generation_key = self._prefix + "generation"
+        self.in_flight: SingleFlight[str, Filled] = SingleFlight()
 
     def key_for(self, pair: str) -> str:
         return self._prefix + pair
 
-    async def get(self, pair: str) -> Answer:
+    async def get(self, pair: str, freshness: Freshness = ANY_AGE) -> Answer:
         """The prediction for the canonical `pair`; UnknownPair, ModelError or ModelTimeout otherwise."""
         if not self.runner.supports(pair):
             raise UnknownPair(pair)
         if self.cache is None:
             # The no-cache baseline: every request pays for its own model call.
-            entry = await self._predict(self._prefix + pair, pair)
-            return Answer(entry, Outcome.MISS, ttl_left_s=0.0)
+            return Answer(await self._predict(self.key_for(pair), pair, generation=0), Outcome.MISS)
 
-        key = self._prefix + pair
-        raw = await self.cache.get(key)
-        if isinstance(raw, Miss):
-            (self._metrics.cache_miss if raw is Miss.ABSENT else self._metrics.cache_error).inc()
-        else:
-            cached = CachedPrediction.decode(key, pair, raw)
-            age_s = self._clock() - cached.predicted_at if cached is not None else 0.0
-            if cached is not None and age_s < self.ttl_s:
+        key = self.key_for(pair)
+        now = self._clock()
+        generation, cached = await self._read(key, pair)
+        newer_than = -math.inf
+        if cached is not None:
+            age_s = now - cached.predicted_at
+            newer_than = cached.predicted_at
+            if freshness.no_cache or (freshness.max_age_s is not None and age_s > freshness.max_age_s):
+                self._metrics.cache_miss.inc()
+            elif age_s < cached.fresh_s:
                 self._metrics.cache_hit.inc()
-                return Answer(cached, Outcome.HIT, ttl_left_s=self.ttl_s - age_s)
-            # Corrupt, foreign or outlived: a miss, and the model's answer overwrites it.
-            self._metrics.cache_miss.inc()
+                if self._refresh_early(cached, now):
+                    self._metrics.early_refreshes.inc()
+                    self._refresh_in_background(key, pair, generation, newer_than)
+                return Answer(cached, Outcome.HIT)
+            elif age_s < cached.fresh_s + self.grace_s and freshness.max_age_s is None:
+                self._metrics.cache_stale.inc()
+                self._metrics.background_refreshes.inc()
+                self._refresh_in_background(key, pair, generation, newer_than)
+                return Answer(cached, Outcome.STALE)
+            else:
+                self._metrics.cache_miss.inc()
+        if freshness.no_cache:
+            newer_than = now  # only a prediction computed after this request arrived
+        elif freshness.max_age_s is not None:
+            newer_than = max(newer_than, now - freshness.max_age_s)
 
-        (entry, stored), joined = await self.in_flight.do(key, lambda: self._compute_and_store(key, pair))
-        if joined:
+        filled, joined = await self.in_flight.do(key, lambda: self._fill(key, pair, generation, newer_than))
+        collapsed = joined or filled.from_other_replica
+        if collapsed:
             self._metrics.coalesced.inc()
-        return Answer(entry, Outcome.MISS, ttl_left_s=self.ttl_s, collapsed=joined, stored=stored)
+        return Answer(filled.entry, Outcome.MISS, collapsed=collapsed, stored=filled.stored and not joined)
 
-    async def _compute_and_store(self, key: str, pair: str) -> tuple[CachedPrediction, bool]:
-        entry = await self._predict(key, pair)
+    async def invalidate(self, pair: str) -> bool:
+        """Forget `pair`'s prediction on every replica; False when the cache could not be reached."""
+        return self.cache is None or await self.cache.delete(self.key_for(pair))
+
+    async def invalidate_all(self) -> bool:
+        """Forget every prediction of this model version at once, in O(1): readers ignore entries
+        written in an older generation, and Redis expires them as usual."""
+        return self.cache is None or not isinstance(await self.cache.incr(self.generation_key), Miss)
+
+    def ttl_left_s(self, entry: CachedPrediction) -> float:
+        return max(0.0, entry.predicted_at + entry.fresh_s - self._clock())
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    async def _read(self, key: str, pair: str) -> tuple[int, CachedPrediction | None]:
+        """The current generation and the entry of it under `key`; counts an unreachable cache."""
         assert self.cache is not None
-        stored = await self.cache.set(key, entry.encode(), self.ttl_s)
+        values = await self.cache.get_many((self.generation_key, key))
+        if isinstance(values, Miss):
+            self._metrics.cache_error.inc()
+            return 0, None
+        raw_generation, raw = values
+        generation = int(raw_generation) if raw_generation is not None else 0
+        if raw is None:
+            return generation, None
+        # Corrupt, foreign or of an older generation: a miss, overwritten by the model's answer.
+        entry = CachedPrediction.decode(key, pair, raw)
+        return generation, entry if entry is not None and entry.generation == generation else None
+
+    def _refresh_early(self, entry: CachedPrediction, now: float) -> bool:
+        """XFetch (Vattani et al., VLDB 2015): refresh before expiry with a probability that rises
+        as expiry nears and with how long the model takes, so one reader refreshes before anyone
+        has to wait, and keys warmed together drift apart."""
+        if self._xfetch_beta <= 0:
+            return False
+        expiry = entry.predicted_at + entry.fresh_s
+        # 1 - random() lies in (0, 1], so the logarithm is defined.
+        return (
+            now - entry.model_duration_s * self._xfetch_beta * math.log(1.0 - self._random.random()) >= expiry
+        )
+
+    def _refresh_in_background(self, key: str, pair: str, generation: int, newer_than: float) -> None:
+        # The single-flight table owns the task: one refresh per key, joined by any miss meanwhile.
+        self.in_flight.start(key, lambda: self._fill(key, pair, generation, newer_than))
+
+    # -- filling ------------------------------------------------------------------------------------
+
+    async def _fill(self, key: str, pair: str, generation: int, newer_than: float) -> Filled:
+        """A prediction newer than `newer_than`: computed here, or by the replica holding the lease."""
+        if self.fleet is None:
+            return await self._compute_and_store(key, pair, generation)
+        leases, events = self.fleet.leases, self.fleet.events
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._lease_wait_s
+        waited = False
+        # Watch before the first attempt: a "stored" event published after this line is never missed.
+        with events.watch(key) as stored_elsewhere:
+            while True:
+                token = await leases.try_acquire(key)
+                if isinstance(token, Miss):
+                    self._metrics.lease_fallbacks.inc()  # Redis is down: this replica's single-flight only
+                    return await self._compute_and_store(key, pair, generation)
+                if token is not None:
+                    async with leases.held(key, token):
+                        filled = await self._compute_and_store(key, pair, generation)
+                    if filled.stored:
+                        await events.publish(key)
+                    return filled
+                if not waited:
+                    waited = True
+                    self._metrics.lease_waits.inc()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    self._metrics.lease_timeouts.inc()
+                    return await self._compute_and_store(key, pair, generation)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(LEASE_POLL_S, remaining)):
+                        await stored_elsewhere.wait()
+                stored_elsewhere.clear()
+                generation, entry = await self._read(key, pair)
+                if entry is not None and entry.predicted_at > newer_than:
+                    return Filled(entry, stored=False, from_other_replica=True)
+
+    async def _compute_and_store(self, key: str, pair: str, generation: int) -> Filled:
+        assert self.cache is not None
+        entry = await self._predict(key, pair, generation)
+        # Redis keeps it through the grace period, in which it is served stale while refreshed.
+        stored = await self.cache.set(key, entry.encode(), entry.fresh_s + self.grace_s)
         if stored:
             self._metrics.cache_writes.inc()
-        return entry, stored
+        return Filled(entry, stored=stored, from_other_replica=False)
 
-    async def _predict(self, key: str, pair: str) -> CachedPrediction:
+    async def _predict(self, key: str, pair: str, generation: int) -> CachedPrediction:
         metrics = self._metrics
         metrics.model_calls.inc()
         started = time.perf_counter()
@@ -109,4 +265,6 @@ class Predictions:
             model_version=self.runner.version,
             predicted_at=self._clock(),
             model_duration_s=duration_s,
+            fresh_s=self.ttl_s * (1.0 - TTL_JITTER * self._random.random()),
+            generation=generation,
         )

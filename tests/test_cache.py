@@ -23,9 +23,9 @@ async def test_memory_entries_expire() -> None:
     clock = Clock()
     cache = MemoryBackend(10, clock=clock)
     await cache.set("k", b"v", ttl_s=0.5)
-    assert await cache.get("k") == b"v"
+    assert await cache.get_many(["k"]) == [b"v"]
     clock.now = 0.5
-    assert await cache.get("k") is Miss.ABSENT
+    assert await cache.get_many(["k"]) == [None]
     assert len(cache) == 0
 
 
@@ -33,22 +33,29 @@ async def test_memory_is_bounded_least_recently_used_first() -> None:
     cache = MemoryBackend(2, clock=Clock())
     await cache.set("a", b"1", 10)
     await cache.set("b", b"2", 10)
-    await cache.get("a")
+    await cache.get_many(["a"])
     await cache.set("c", b"3", 10)
     assert len(cache) == 2
-    assert await cache.get("b") is Miss.ABSENT
-    assert await cache.get("a") == b"1"
+    assert await cache.get_many(["b", "a"]) == [None, b"1"]
+
+
+async def test_memory_counters_are_never_evicted() -> None:
+    cache = MemoryBackend(1, clock=Clock())
+    assert await cache.incr("generation") == 1
+    await cache.set("a", b"1", 10)
+    await cache.set("b", b"2", 10)
+    assert await cache.incr("generation") == 2
 
 
 async def test_redis_backend_round_trip_with_expiry() -> None:
     client = fakeredis.FakeAsyncRedis()
     backend = RedisBackend(client, metrics=Metrics(), timeout_s=1.0, breaker=CircuitBreaker(cooldown_s=1))
     assert await backend.set("k", b"v", ttl_s=2.5)
-    assert await backend.get("k") == b"v"
+    assert await backend.get_many(["k", "absent"]) == [b"v", None]
     assert 2000 < await client.pttl("k") <= 2500
-    assert await backend.get("absent") is Miss.ABSENT
     assert await backend.delete("k")
-    assert await backend.get("k") is Miss.ABSENT
+    assert await backend.get_many(["k"]) == [None]
+    assert await backend.incr("gen") == 1
 
 
 async def test_unreachable_redis_is_unavailable_not_an_exception() -> None:
@@ -58,7 +65,7 @@ async def test_unreachable_redis_is_unavailable_not_an_exception() -> None:
     backend = RedisBackend(client, metrics=metrics, timeout_s=0.2, breaker=CircuitBreaker(cooldown_s=30))
     try:
         for _ in range(5):
-            assert await backend.get("k") is Miss.UNAVAILABLE
+            assert await backend.get_many(["k"]) is Miss.UNAVAILABLE
         assert not await backend.set("k", b"v", 1)
         assert backend.state == "degraded"
         assert metrics.breaker_opened._value.get() == 1
@@ -71,7 +78,7 @@ async def test_unreachable_redis_is_unavailable_not_an_exception() -> None:
 )
 async def test_refused_commands_fail_open_without_opening_the_breaker(error: str) -> None:
     class Refusing(fakeredis.FakeAsyncRedis):
-        async def set(self, *args: object, **kwargs: object) -> bool:  # type: ignore[override]
+        async def set(self, *args: object, **kwargs: object) -> bool:
             from redis.exceptions import ResponseError
 
             raise ResponseError(error)

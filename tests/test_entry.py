@@ -19,6 +19,8 @@ def make_entry(key: str = KEY, pair: str = "ETH-EUR") -> CachedPrediction:
         model_version="v1",
         predicted_at=1_700_000_000.25,
         model_duration_s=0.8,
+        fresh_s=4.5,
+        generation=3,
     )
 
 

@@ -1,0 +1,82 @@
+"""Cache events between replicas over one Redis pub/sub channel: "K was stored", "the cache was cleared".
+
+Each process keeps one subscription; waiters register before they look, so an event published after
+they register is never missed. Pub/sub is best effort: waiters also poll, slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+from service.cache import RedisBackend
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_DELAY_S = 0.5
+
+
+class Events:
+    def __init__(self, backend: RedisBackend, channel: str) -> None:
+        self._backend = backend
+        self.channel = channel
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(message)` for every event any replica publishes."""
+        self._listeners.append(listener)
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[asyncio.Event]:
+        """An event set whenever any replica publishes `key`, for as long as the block runs."""
+        event = asyncio.Event()
+        self._waiters.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters[key]
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[key]  # the table holds only keys being waited for
+
+    async def publish(self, message: str) -> None:
+        await self._backend.call("PUBLISH", lambda: self._backend.client.publish(self.channel, message))
+
+    def _dispatch(self, message: str) -> None:
+        for event in self._waiters.get(message, ()):
+            event.set()
+        for listener in self._listeners:
+            listener(message)
+
+    async def _read_forever(self) -> None:
+        while True:
+            pubsub = self._backend.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        data = message["data"]
+                        self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Redis is down or the connection broke: waiters fall back to polling meanwhile.
+                log.debug("event subscription lost (%s: %s); resubscribing", type(exc).__name__, exc)
+                await asyncio.sleep(_RECONNECT_DELAY_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real Redis, a service app factory and a test model with a call counter."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from service.app import create_app
+from service.cache import create_redis_client
+from service.config import Settings
+from service.model import Predictor
+from tests.support.redis_server import RedisServer
+
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def _no_redis(reason: str) -> None:
+    # Locally a missing Redis skips; CI (.ci/run sets PREDCACHE_REQUIRE_REDIS) must not pass by skipping.
+    if os.environ.get("PREDCACHE_REQUIRE_REDIS"):
+        pytest.fail(f"{reason}, and PREDCACHE_REQUIRE_REDIS is set")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: REDIS_URL when set, else a private redis-server for the whole session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        _no_redis("no REDIS_URL and no redis-server on PATH")
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop, freeze or kill."""
+    if shutil.which("redis-server") is None:
+        _no_redis("no redis-server on PATH")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis_client(redis_url, timeout_s=1.0, max_connections=16)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def model_version() -> str:
+    """A model version of this test's own: its cache keys never meet another test's in a shared Redis."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any) -> MakeClient:
+    """Start the service in-process: `await make_client(model=..., redis=..., ttl_s=...)`."""
+
+    async def make(
+        *, model: Predictor, redis: Redis | None = None, **settings: Any
+    ) -> TestClient[web.Request, web.Application]:
+        app = create_app(replace(Settings(), **settings), redis=redis, model=model)
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        return client
+
+    return make

@@ -241,7 +241,8 @@ async def test_corrupt_value_in_redis_is_a_miss_and_is_overwritten(
     response = await client.get("/predict?pair=ETH-GBP")
     assert response.status == 200
     assert response.headers["X-Cache"] == "MISS"
-    stored: bytes = await redis.get(key)
+    stored = await redis.get(key)
+    assert isinstance(stored, bytes)
     assert stored.endswith(await response.read())
     assert (await client.get("/predict?pair=ETH-GBP")).headers["X-Cache"] == "HIT"
     assert model.total_calls == 1

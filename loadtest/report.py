@@ -10,7 +10,7 @@ from rich.text import Text
 
 from .compare import ComparedFigure, Comparison
 from .runner import LATE_START_TOLERANCE_S, RequestRecord
-from .stats import LatencySummary, RunSummary, decode_histogram, log_buckets
+from .stats import CLASSES, LatencySummary, RunSummary, decode_histogram, log_buckets
 from .thresholds import ThresholdResult
 
 _HISTOGRAM_WIDTH = 40
@@ -91,15 +91,12 @@ def render_run(summary: RunSummary, console: Console) -> None:
         if encoded is not None and latency.count:
             console.print(_histogram_text(name, latency, encoded))
     if summary.open_loop:
-        console.print(
-            "Latency is measured from when each request was due (corrected for coordinated omission); "
-            "the 'uncorrected' row measures from when it was actually sent."
-        )
+        console.print("Latency is measured from when each request was due (coordinated omission corrected);")
+        console.print("the 'uncorrected' row measures from when it was actually sent.")
     else:
+        console.print("Closed loop: each worker waits for a response before sending again, so a server stall")
         console.print(
-            "Closed loop: a worker waits for each response before sending its next request, so a "
-            "server stall delays requests that are never sent and tails may be understated. "
-            "Use --rate for corrected figures."
+            "delays requests that are never sent and tails may be understated; --rate corrects this."
         )
 
 
@@ -139,7 +136,7 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
     runs.add_row("errors", str(before.errors), str(after.errors))
     runs.add_row("throughput (req/s)", f"{before.throughput_rps:.1f}", f"{after.throughput_rps:.1f}")
     runs.add_row("hit ratio", f"{before.hit_ratio:.1%}", f"{after.hit_ratio:.1%}")
-    for name in dict.fromkeys([*before.classes, *after.classes]):
+    for name in (name for name in CLASSES if name in before.classes or name in after.classes):
         old, new = before.classes.get(name), after.classes.get(name)
         runs.add_row(f"{name} count", str(old.count if old else 0), str(new.count if new else 0))
     console.print(runs)

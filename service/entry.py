@@ -22,10 +22,8 @@ class CachedPrediction:
     predicted_at: float  # Unix time at which the model computed it
     model_duration_s: float  # how long the model took, for refreshing early enough
     fresh_s: float  # served as fresh this long after predicted_at (the TTL, jittered down)
+    refresh_s: float  # from this age on, the next reader refreshes it early, in the background
     generation: int  # the cache generation it was written in; a bumped generation disowns it
-
-    def is_fresh(self, now: float) -> bool:
-        return now - self.predicted_at < self.fresh_s
 
     @classmethod
     def create(
@@ -39,6 +37,7 @@ class CachedPrediction:
         predicted_at: float,
         model_duration_s: float,
         fresh_s: float,
+        refresh_s: float,
         generation: int,
     ) -> CachedPrediction:
         body = orjson.dumps(
@@ -51,7 +50,7 @@ class CachedPrediction:
                 "predicted_at": datetime.fromtimestamp(predicted_at, UTC).isoformat(timespec="milliseconds"),
             }
         )
-        return cls(key, body, predicted_at, model_duration_s, fresh_s, generation)
+        return cls(key, body, predicted_at, model_duration_s, fresh_s, refresh_s, generation)
 
     def encode(self) -> bytes:
         meta = orjson.dumps(
@@ -60,6 +59,7 @@ class CachedPrediction:
                 "at": self.predicted_at,
                 "model_s": self.model_duration_s,
                 "fresh_s": self.fresh_s,
+                "refresh_s": self.refresh_s,
                 "gen": self.generation,
             }
         )
@@ -80,10 +80,11 @@ class CachedPrediction:
             predicted_at = float(meta["at"])
             model_duration_s = float(meta["model_s"])
             fresh_s = float(meta["fresh_s"])
+            refresh_s = float(meta["refresh_s"])
             generation = int(meta["gen"])
             # Served bytes must be this pair's prediction, whatever was planted under the key.
             if orjson.loads(raw[meta_end + 1 :])["pair"] != pair:
                 return None
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        return cls(key, raw[meta_end + 1 :], predicted_at, model_duration_s, fresh_s, generation)
+        return cls(key, raw[meta_end + 1 :], predicted_at, model_duration_s, fresh_s, refresh_s, generation)

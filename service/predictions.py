@@ -1,9 +1,9 @@
 """The one place that combines the cache, single-flight, leases and the model into an answer for a pair.
 
 Freshness of an entry computed at `t` with TTL `fresh_s` (jittered down from the TTL) and grace `g`:
-  [t, t + fresh_s)            HIT; a reader may refresh it early in the background (XFetch)
+  [t, t + fresh_s)                HIT; from t + refresh_s on, the next reader refreshes it early
   [t + fresh_s, t + fresh_s + g)  STALE: served at once while one background refresh recomputes it
-  from t + fresh_s + g        gone (Redis expired it): a MISS waits for the model
+  from t + fresh_s + g            gone (Redis expired it): a MISS waits for the model
 So no response is ever older than TTL + grace.
 """
 
@@ -132,14 +132,15 @@ class Predictions:
                 self._metrics.cache_miss.inc()
             elif age_s < cached.fresh_s:
                 self._metrics.cache_hit.inc()
-                if self._refresh_early(cached, now):
+                if age_s >= cached.refresh_s and self._refresh_in_background(
+                    key, pair, generation, newer_than
+                ):
                     self._metrics.early_refreshes.inc()
-                    self._refresh_in_background(key, pair, generation, newer_than)
                 return Answer(cached, Outcome.HIT)
             elif age_s < cached.fresh_s + self.grace_s and freshness.max_age_s is None:
                 self._metrics.cache_stale.inc()
-                self._metrics.background_refreshes.inc()
-                self._refresh_in_background(key, pair, generation, newer_than)
+                if self._refresh_in_background(key, pair, generation, newer_than):
+                    self._metrics.background_refreshes.inc()
                 return Answer(cached, Outcome.STALE)
             else:
                 self._metrics.cache_miss.inc()
@@ -183,21 +184,24 @@ class Predictions:
         entry = CachedPrediction.decode(key, pair, raw)
         return generation, entry if entry is not None and entry.generation == generation else None
 
-    def _refresh_early(self, entry: CachedPrediction, now: float) -> bool:
-        """XFetch (Vattani et al., VLDB 2015): refresh before expiry with a probability that rises
-        as expiry nears and with how long the model takes, so one reader refreshes before anyone
-        has to wait, and keys warmed together drift apart."""
-        if self._xfetch_beta <= 0:
+    def _refresh_in_background(self, key: str, pair: str, generation: int, newer_than: float) -> bool:
+        """Start a refresh of `key` unless one is in flight; True if this call started it."""
+        if key in self.in_flight:
             return False
-        expiry = entry.predicted_at + entry.fresh_s
-        # 1 - random() lies in (0, 1], so the logarithm is defined.
-        return (
-            now - entry.model_duration_s * self._xfetch_beta * math.log(1.0 - self._random.random()) >= expiry
-        )
-
-    def _refresh_in_background(self, key: str, pair: str, generation: int, newer_than: float) -> None:
-        # The single-flight table owns the task: one refresh per key, joined by any miss meanwhile.
+        # The single-flight table owns the task: a miss for the key meanwhile joins it.
         self.in_flight.start(key, lambda: self._fill(key, pair, generation, newer_than))
+        return True
+
+    def _early_refresh_age_s(self, fresh_s: float, model_duration_s: float) -> float:
+        """XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): refresh once
+        `now - delta * beta * ln(random()) >= expiry`, delta being the model's time. The random number
+        is drawn once per entry rather than once per read, so how early a key refreshes does not grow
+        with its read rate (per-read draws refresh a busy key almost as soon as it is stored)."""
+        if self._xfetch_beta <= 0:
+            return fresh_s  # never: past fresh_s an entry is stale, not early
+        # 1 - random() lies in (0, 1], so the logarithm is defined.
+        earlier_s = -model_duration_s * self._xfetch_beta * math.log(1.0 - self._random.random())
+        return max(0.0, fresh_s - earlier_s)
 
     # -- filling ------------------------------------------------------------------------------------
 
@@ -257,6 +261,7 @@ class Predictions:
             raise
         duration_s = time.perf_counter() - started
         metrics.model_duration.observe(duration_s)
+        fresh_s = self.ttl_s * (1.0 - TTL_JITTER * self._random.random())
         return CachedPrediction.create(
             key=key,
             pair=pair,
@@ -265,6 +270,7 @@ class Predictions:
             model_version=self.runner.version,
             predicted_at=self._clock(),
             model_duration_s=duration_s,
-            fresh_s=self.ttl_s * (1.0 - TTL_JITTER * self._random.random()),
+            fresh_s=fresh_s,
+            refresh_s=self._early_refresh_age_s(fresh_s, duration_s),
             generation=generation,
         )

@@ -20,6 +20,7 @@ def make_entry(key: str = KEY, pair: str = "ETH-EUR") -> CachedPrediction:
         predicted_at=1_700_000_000.25,
         model_duration_s=0.8,
         fresh_s=4.5,
+        refresh_s=4.1,
         generation=3,
     )
 

@@ -41,7 +41,9 @@ def load_predictor(spec: str) -> Predictor:
         target = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ConfigError("MODEL", f"cannot load {spec!r}: {exc}") from None
-    predictor = target if isinstance(target, Predictor) else target()
+    # A class also "has" version and predict, so instantiate classes before checking the protocol.
+    is_factory = isinstance(target, type) or not isinstance(target, Predictor)
+    predictor = target() if is_factory and callable(target) else target
     if not isinstance(predictor, Predictor):
         raise ConfigError("MODEL", f"{spec!r} has no `version` and `predict(pair)`")
     return predictor

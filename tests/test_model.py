@@ -1,0 +1,87 @@
+"""The model seam: loading plug-ins by name, and calling any predictor safely."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.errors import ConfigError, ModelError, ModelTimeout
+from service.model import DemoModel, ModelRunner, load_predictor
+from tests.support.models import CountingModel, SyncCpuModel
+
+
+class Plain:
+    version = "plain-1"
+
+    def predict(self, pair: str) -> float:
+        return 1.5
+
+
+PLAIN = Plain()
+
+
+def make_plain() -> Plain:
+    return Plain()
+
+
+NOT_A_MODEL = object()
+
+
+@pytest.mark.parametrize("attribute", ["PLAIN", "Plain", "make_plain"])
+def test_an_object_a_class_or_a_factory_loads(attribute: str) -> None:
+    predictor = load_predictor(f"tests.test_model:{attribute}")
+    assert isinstance(predictor, Plain)
+
+
+@pytest.mark.parametrize(
+    "spec", ["tests.no_such_module:Model", "tests.test_model:Missing", "tests.test_model:NOT_A_MODEL"]
+)
+def test_a_bad_model_is_a_config_error_naming_model(spec: str) -> None:
+    with pytest.raises(ConfigError, match=r"^MODEL: "):
+        load_predictor(spec)
+
+
+@pytest.fixture
+def executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(2)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+async def test_non_finite_predictions_are_model_errors(executor: ThreadPoolExecutor, value: float) -> None:
+    model = CountingModel()
+    model.result = value
+    with pytest.raises(ModelError, match="not a finite number"):
+        await ModelRunner(model, timeout_s=1, executor=executor).predict("ETH-EUR")
+
+
+async def test_a_hanging_model_times_out(executor: ThreadPoolExecutor) -> None:
+    model = CountingModel()
+    model.hang = True
+    with pytest.raises(ModelTimeout):
+        await ModelRunner(model, timeout_s=0.05, executor=executor).predict("ETH-EUR")
+
+
+async def test_a_sync_model_runs_off_the_event_loop(executor: ThreadPoolExecutor) -> None:
+    model = SyncCpuModel(latency_s=0.3)
+    runner = ModelRunner(model, timeout_s=2, executor=executor)
+    task = asyncio.create_task(runner.predict("ETH-EUR"))
+    ticks = 0
+    while not task.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert await task == model.value("ETH-EUR")
+    assert ticks >= 10, "the loop kept running while the model worked"
+
+
+async def test_demo_model_predicts_its_pairs_and_prices_move() -> None:
+    now = [1_700_000_000.0]
+    model = DemoModel(latency_s=0, clock=lambda: now[0])
+    assert {"BTC-EUR", "ETH-USD", "DOGE-GBP", "ADA-EUR", "SOL-USD", "XRP-GBP"} <= model.pairs
+    first = await model.predict("ETH-EUR")
+    now[0] += 600
+    later = await model.predict("ETH-EUR")
+    assert first != later
+    assert 1_000 < first < 10_000
+    assert await model.predict("BTC-GBP") != await model.predict("BTC-USD")

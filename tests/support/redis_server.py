@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -244,6 +245,8 @@ class RedisServer:
             )
         finally:
             log.close()
+        # A test that forgets close() must not leave a redis-server running after pytest exits.
+        weakref.finalize(self, self._process.kill)
         self._frozen = False
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:

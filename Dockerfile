@@ -24,6 +24,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY README.md ./
 COPY service ./service
 COPY loadtest ./loadtest
+# The example plug-in: MODEL=examples.linear_model:LinearTrendModel (the working directory is on sys.path).
+COPY examples ./examples
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
 

@@ -116,6 +116,8 @@ def predictions_context(settings: Settings, model: Predictor | None) -> Context:
                 xfetch_beta=settings.xfetch_beta,
                 # A waiter gives up on another replica's call after the longest a call may take.
                 lease_wait_s=settings.model_timeout_s + settings.lease_ttl_s,
+                near_ttl_s=settings.near_ttl_s,
+                near_max_entries=settings.cache_max_entries,
                 fleet=fleet,
             )
             app[keys.PREDICTIONS] = predictions

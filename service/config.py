@@ -26,6 +26,7 @@ class Settings:
     xfetch_beta: float = 1.0
     lease_ttl_s: float = 2.0
     admin_token: str | None = None
+    near_ttl_s: float = 1.0
     cache_max_entries: int = 10_000
     model: str = DEMO_MODEL
     model_timeout_s: float = 10.0
@@ -219,6 +220,14 @@ OPTIONS: tuple[Option, ...] = (
         "ADMIN_TOKEN",
         non_empty,
         "bearer token for DELETE /cache and DELETE /cache/{pair}; unset: those endpoints are off",
+    ),
+    Option(
+        "near_ttl_s",
+        "--near-cache-seconds",
+        "NEAR_CACHE_SECONDS",
+        non_negative_float,
+        "seconds a replica keeps a decoded prediction in process before asking Redis again "
+        "(freshness rules still apply; invalidations reach it by pub/sub); 0 turns it off",
     ),
     Option(
         "cache_max_entries",

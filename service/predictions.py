@@ -71,6 +71,13 @@ class Filled:
 
 
 @dataclass(frozen=True, slots=True)
+class NearEntry:
+    entry: CachedPrediction
+    generation: int
+    until: float  # monotonic time after which the cache must be asked again
+
+
+@dataclass(frozen=True, slots=True)
 class Fleet:
     """What a replica needs to share model calls with the other replicas of one Redis."""
 
@@ -91,6 +98,8 @@ class Predictions:
         grace_s: float,
         xfetch_beta: float,
         lease_wait_s: float,
+        near_ttl_s: float = 0.0,
+        near_max_entries: int = 10_000,
         fleet: Fleet | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -109,6 +118,14 @@ class Predictions:
         self._prefix = f"predcache:{runner.version}:"
         self.generation_key = self._prefix + "generation"
         self.in_flight: SingleFlight[str, Filled] = SingleFlight()
+        # Decoded entries kept in process for `near_ttl_s`, so most hits skip the cache round trip and
+        # the decoding. They obey the same freshness rules (staleness stays bounded by TTL + grace),
+        # and every replica drops them when any replica stores, deletes or invalidates (see events).
+        self._near: dict[str, NearEntry] = {}
+        self._near_ttl_s = near_ttl_s
+        self._near_max_entries = near_max_entries
+        if fleet is not None:
+            fleet.events.add_listener(self._forget_near)
 
     def key_for(self, pair: str) -> str:
         return self._prefix + pair
@@ -123,7 +140,12 @@ class Predictions:
 
         key = self.key_for(pair)
         now = self._clock()
-        generation, cached = await self._read(key, pair)
+        near = self._near.get(key)
+        cached: CachedPrediction | None
+        if near is not None and near.until > time.monotonic():
+            generation, cached = near.generation, near.entry
+        else:
+            generation, cached = await self._read(key, pair)
         newer_than = -math.inf
         if cached is not None:
             age_s = now - cached.predicted_at
@@ -157,12 +179,37 @@ class Predictions:
 
     async def invalidate(self, pair: str) -> bool:
         """Forget `pair`'s prediction on every replica; False when the cache could not be reached."""
-        return self.cache is None or await self.cache.delete(self.key_for(pair))
+        key = self.key_for(pair)
+        self._forget_near(key)
+        if self.cache is None or not await self.cache.delete(key):
+            return self.cache is None
+        if self.fleet is not None:
+            await self.fleet.events.publish(key)
+        return True
 
     async def invalidate_all(self) -> bool:
         """Forget every prediction of this model version at once, in O(1): readers ignore entries
         written in an older generation, and Redis expires them as usual."""
-        return self.cache is None or not isinstance(await self.cache.incr(self.generation_key), Miss)
+        self._forget_near(self.generation_key)
+        if self.cache is None or isinstance(await self.cache.incr(self.generation_key), Miss):
+            return self.cache is None
+        if self.fleet is not None:
+            await self.fleet.events.publish(self.generation_key)
+        return True
+
+    def _forget_near(self, message: str) -> None:
+        """A replica stored or deleted `message` (a key), or moved to a new generation."""
+        if message == self.generation_key:
+            self._near.clear()
+        else:
+            self._near.pop(message, None)
+
+    def _remember_near(self, entry: CachedPrediction, generation: int) -> None:
+        if self._near_ttl_s <= 0:
+            return
+        if len(self._near) >= self._near_max_entries:
+            self._near.clear()  # crude but bounded; entries come back on the next read
+        self._near[entry.key] = NearEntry(entry, generation, time.monotonic() + self._near_ttl_s)
 
     def ttl_left_s(self, entry: CachedPrediction) -> float:
         return max(0.0, entry.predicted_at + entry.fresh_s - self._clock())
@@ -182,7 +229,10 @@ class Predictions:
             return generation, None
         # Corrupt, foreign or of an older generation: a miss, overwritten by the model's answer.
         entry = CachedPrediction.decode(key, pair, raw)
-        return generation, entry if entry is not None and entry.generation == generation else None
+        if entry is None or entry.generation != generation:
+            return generation, None
+        self._remember_near(entry, generation)
+        return generation, entry
 
     def _refresh_in_background(self, key: str, pair: str, generation: int, newer_than: float) -> bool:
         """Start a refresh of `key` unless one is in flight; True if this call started it."""
@@ -248,6 +298,7 @@ class Predictions:
         stored = await self.cache.set(key, entry.encode(), entry.fresh_s + self.grace_s)
         if stored:
             self._metrics.cache_writes.inc()
+            self._remember_near(entry, generation)
         return Filled(entry, stored=stored, from_other_replica=False)
 
     async def _predict(self, key: str, pair: str, generation: int) -> CachedPrediction:

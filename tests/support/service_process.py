@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from types import TracebackType
+from typing import IO
 
 from tests.support.redis_server import free_port
 
@@ -22,6 +24,8 @@ class ServiceProcess:
         self.env = {**os.environ, **(env or {})}
         self.env.pop("REDIS_URL", None)  # only what the test passes
         self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: nobody reads while it runs, and a full pipe would block the service.
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
 
     @property
     def url(self) -> str:
@@ -29,7 +33,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         command = [sys.executable, "-m", "service", "--port", str(self.port), *self.args]
-        self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self, timeout_s: float = 15.0) -> None:
@@ -63,17 +67,15 @@ class ServiceProcess:
         return self.process.wait(timeout=timeout_s)
 
     def output(self) -> str:
-        assert self.process is not None
-        if self.process.poll() is None:
-            return ""
-        return (self.process.stdout.read() if self.process.stdout else b"").decode(errors="replace")
+        """What the service has logged so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
+        self._log.close()
 
     def __enter__(self) -> ServiceProcess:
         self.start()

@@ -4,6 +4,8 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .venv-uv/bin/uv)
 RUN := $(UV) run --frozen
 PAIR ?= ETH-EUR
 PORT ?= 8000
+CHAOS_SECONDS ?= 600
+CHAOS_SEED ?= 1
 
 .PHONY: install run api-without-cache api-with-cache requests loadtest test lint docker-up bench chaos
 
@@ -30,10 +32,17 @@ loadtest: ## 100 requests, 10 at a time, with the per-class report
 test: ## the whole suite (needs a Redis at REDIS_URL or redis-server on PATH)
 	$(RUN) pytest -q
 
-lint: ## ruff and mypy --strict
+lint: ## ruff, mypy --strict, and pip-audit of the installed pins
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) pip-audit --local --progress-spinner off
+
+bench: ## every benchmark, side by side: writes benchmarks/results/bench.{md,json}
+	$(RUN) python -m benchmarks.run
+
+chaos: ## a seeded random schedule of faults, checking the invariants after each step
+	$(RUN) python -m tests.faults.chaos --seconds $(CHAOS_SECONDS) --seed $(CHAOS_SEED)
 
 docker-up: ## the API with Redis in containers
 	docker compose up --build

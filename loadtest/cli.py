@@ -22,7 +22,7 @@ from . import report
 from .compare import RunFileError, compare_runs, load_run
 from .csvlog import CsvRequestLog
 from .plot import PLOT_MISSING, LatencyTimeline, draw_plot, plotting_available
-from .runner import RequestObserver, RequestRecord, RunSettings, run_load
+from .runner import CLIENTS, RequestObserver, RequestRecord, RunSettings, run_load
 from .stats import Recorder, RunSummary, summarize
 from .thresholds import Threshold, ThresholdError, evaluate, parse_threshold
 
@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests sent first and left out of the figures",
     )
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="auto",
+        help="raw: the built-in HTTP/1.1 client (http:// only); aiohttp: slower, for comparison; "
+        "auto: raw for http://, aiohttp for https:// (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the run as JSON")
     parser.add_argument("--csv", type=Path, metavar="PATH", help="write one row per request")
     parser.add_argument(
@@ -172,6 +179,8 @@ def _settings_from(args: argparse.Namespace) -> RunSettings:
     url = URL(args.url)
     if url.scheme not in ("http", "https") or not url.host:
         raise UsageError(f"--url must be an http:// or https:// URL with a host, got {args.url!r}")
+    if args.client == "raw" and url.scheme != "http":
+        raise UsageError(f"--client raw speaks plain http:// only, got {args.url!r}; use --client aiohttp")
     raw_pairs = args.pairs.split(",") if args.pairs is not None else [args.pair]
     pairs = tuple(p.strip() for p in raw_pairs if p.strip())
     if not pairs:
@@ -185,6 +194,7 @@ def _settings_from(args: argparse.Namespace) -> RunSettings:
         rate=args.rate,
         timeout_s=args.timeout,
         warmup=args.warmup,
+        client=args.client,
     )
 
 

@@ -1,18 +1,28 @@
-"""Sending: closed-loop workers, or an open-loop schedule with `--rate`, over one aiohttp session."""
+"""Sending: closed-loop workers, or an open-loop schedule with `--rate`.
+
+Each worker sends through a `Send`: its own `http1.Connection` (the default for http://), or one
+shared aiohttp session (https://, and `--client aiohttp` for comparison).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import aiohttp
 from yarl import URL
 
+from . import http1
+from .http1 import Response
 from .stats import ERROR_CLASS, Recorder, classify
+
+ClientName = Literal["auto", "raw", "aiohttp"]
+CLIENTS: tuple[ClientName, ...] = ("auto", "raw", "aiohttp")
 
 # Event-loop timers have millisecond resolution, so a worker can wake up to about a millisecond after
 # a request's due time through no fault of the server. A start within this tolerance counts as on
@@ -33,10 +43,18 @@ class RunSettings:
     rate: float | None = None
     timeout_s: float = 10.0
     warmup: int = 0
+    client: ClientName = "auto"
 
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
+
+    @property
+    def resolved_client(self) -> Literal["raw", "aiohttp"]:
+        """The client `auto` stands for: the raw HTTP/1.1 one for http://, aiohttp for https://."""
+        if self.client != "auto":
+            return self.client
+        return "raw" if URL(self.url).scheme == "http" else "aiohttp"
 
     @property
     def planned_requests(self) -> int | None:
@@ -63,6 +81,7 @@ class RunSettings:
             "timeout_s": self.timeout_s,
             "warmup": self.warmup,
             "mode": "open" if self.open_loop else "closed",
+            "client": self.resolved_client,
         }
 
 
@@ -82,6 +101,12 @@ class RequestRecord(NamedTuple):
 RequestObserver = Callable[[RequestRecord], None]
 
 
+# Sends request i to URL i modulo their number: one worker's way of sending, for the whole run.
+Send = Callable[[int], Awaitable[Response]]
+# Gives each worker its Send.
+SenderFactory = Callable[[], Send]
+
+
 async def run_load(
     settings: RunSettings,
     recorder: Recorder,
@@ -89,22 +114,17 @@ async def run_load(
     observer: RequestObserver | None = None,
 ) -> float:
     """Send the warm-up requests, then the measured ones into `recorder`; return the measured seconds."""
-    connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-    ) as session:
-        urls = settings.request_urls()
+    urls = settings.request_urls()
+    opened = _raw_senders if settings.resolved_client == "raw" else _aiohttp_senders
+    async with opened(urls, settings) as new_sender:
+        senders = [new_sender() for _ in range(settings.concurrency)]
         if settings.warmup:
-            await _send(session, urls, Recorder(), settings.concurrency, count=settings.warmup)
+            await _send(senders, len(urls), Recorder(), count=settings.warmup)
         interval_s = 1 / settings.rate if settings.rate is not None else None
         return await _send(
-            session,
-            urls,
+            senders,
+            len(urls),
             recorder,
-            settings.concurrency,
             count=settings.planned_requests,
             duration_s=settings.duration_s,
             interval_s=interval_s,
@@ -112,26 +132,78 @@ async def run_load(
         )
 
 
+@asynccontextmanager
+async def _raw_senders(urls: list[URL], settings: RunSettings) -> AsyncIterator[SenderFactory]:
+    """One `http1.Connection` per worker, each sending request bytes built once per URL."""
+    requests = [http1.build_request(url) for url in urls]
+    base = URL(settings.url)
+    host, port = base.raw_host, base.port
+    if host is None or port is None:  # the CLI checks this; here for callers of run_load
+        raise ValueError(f"no host in {settings.url!r}")
+    connections: list[http1.Connection] = []
+
+    def new_sender() -> Send:
+        connection = http1.Connection(host, port, settings.timeout_s)
+        connections.append(connection)
+        request = connection.request
+
+        def send(index: int) -> Awaitable[Response]:
+            return request(requests[index])
+
+        return send
+
+    try:
+        yield new_sender
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+@asynccontextmanager
+async def _aiohttp_senders(urls: list[URL], settings: RunSettings) -> AsyncIterator[SenderFactory]:
+    """Every worker sends through one aiohttp session with a pool of `concurrency` connections."""
+    connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    ) as session:
+        get = session.get
+
+        async def send(index: int) -> Response:
+            try:
+                async with get(urls[index]) as response:
+                    body = await response.read()
+            except aiohttp.ClientConnectorError as exc:
+                raise http1.ConnectError(str(exc)) from exc
+            except aiohttp.ServerDisconnectedError as exc:
+                raise http1.ServerDisconnectedError(str(exc)) from exc
+            except aiohttp.ClientPayloadError as exc:
+                raise http1.PayloadError(str(exc)) from exc
+            headers = response.headers
+            return Response(response.status, len(body), headers.get("X-Cache"), headers.get("Cache-Status"))
+
+        yield lambda: send
+
+
 async def _send(
-    session: aiohttp.ClientSession,
-    urls: Sequence[URL],
+    senders: list[Send],
+    n_urls: int,
     recorder: Recorder,
-    concurrency: int,
     *,
     count: int | None,
     duration_s: float | None = None,
     interval_s: float | None = None,
     observer: RequestObserver | None = None,
 ) -> float:
-    """Run `concurrency` workers that share one sequence of request indices; return elapsed seconds.
+    """Run one worker per sender, all sharing one sequence of request indices; return elapsed seconds.
 
     Closed loop (`interval_s` None): a worker sends its next request as soon as the previous one is
     answered, until `count` requests or `duration_s` have passed. Open loop: request i is due at
     t0 + i * interval_s; a worker sleeps until its request is due, or sends at once if it is behind.
     """
     indices = itertools.count()
-    n_urls = len(urls)
-    get = session.get
     record = recorder.record
     record_error = recorder.record_error
     clock = time.perf_counter
@@ -139,7 +211,7 @@ async def _send(
     t0 = clock()
     deadline = t0 + duration_s if duration_s is not None and interval_s is None else None
 
-    async def worker() -> None:
+    async def worker(send: Send) -> None:
         for i in indices:
             if count is not None and i >= count:
                 return
@@ -158,26 +230,15 @@ async def _send(
             error: str | None = None
             response_class = ERROR_CLASS
             try:
-                response = await get(urls[i % n_urls])
-                try:
-                    body = await response.read()
-                finally:
-                    response.release()
-                status = response.status
-                nbytes = len(body)
+                status, nbytes, x_cache, cache_status = await send(i % n_urls)
                 if status < 400:
-                    headers = response.headers
-                    response_class = classify(headers.get("X-Cache"), headers.get("Cache-Status"))
+                    response_class = classify(x_cache, cache_status)
                 else:
                     error = f"HTTP {status}"
             except TimeoutError:
                 error = "timeout"
-            except aiohttp.ClientConnectorError:
-                error = "connect"
-            except aiohttp.ServerDisconnectedError:
-                error = "disconnected"
-            except aiohttp.ClientPayloadError:
-                error = "payload"
+            except http1.ClientError as exc:
+                error = exc.kind
             except (aiohttp.ClientError, OSError) as exc:
                 error = type(exc).__name__
             end = clock()
@@ -205,5 +266,5 @@ async def _send(
                     )
                 )
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(send) for send in senders))
     return clock() - t0

@@ -15,7 +15,8 @@ from service.cache import RedisBackend
 
 log = logging.getLogger(__name__)
 
-_RECONNECT_DELAY_S = 0.5
+# Resubscribing backs off from the first to the last delay, so a dead Redis is not hammered.
+_RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class Events:
@@ -62,10 +63,12 @@ class Events:
             listener(message)
 
     async def _read_forever(self) -> None:
+        failures = 0
         while True:
             pubsub = self._backend.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                failures = 0
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
@@ -76,7 +79,8 @@ class Events:
             except Exception as exc:
                 # Redis is down or the connection broke: waiters fall back to polling meanwhile.
                 log.debug("event subscription lost (%s: %s); resubscribing", type(exc).__name__, exc)
-                await asyncio.sleep(_RECONNECT_DELAY_S)
+                await asyncio.sleep(_RECONNECT_DELAYS_S[min(failures, len(_RECONNECT_DELAYS_S) - 1)])
+                failures += 1
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -15,6 +17,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "predcache_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
@@ -74,6 +77,16 @@ class Metrics:
             "requests that joined a model call already in flight instead of starting one",
             registry=r,
         )
+
+    def observe_request(self, endpoint: str, status: int, duration_s: float) -> None:
+        # labels() takes a lock and builds a key on every call; the per-request cost is kept to two
+        # dictionary lookups by binding each (endpoint, status) child once.
+        children = self._request_children.get((endpoint, status))
+        if children is None:
+            children = (self.requests.labels(endpoint, str(status)), self.request_duration.labels(endpoint))
+            self._request_children[(endpoint, status)] = children
+        children[0].inc()
+        children[1].observe(duration_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

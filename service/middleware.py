@@ -34,12 +34,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 @web.middleware
 async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[keys.METRICS]
+    started = time.perf_counter()
+    response = await handler(request)
     resource = request.match_info.route.resource
     # Label by route, never by raw path: unknown paths must not create new time series.
     endpoint = resource.canonical if resource is not None else "unmatched"
-    started = time.perf_counter()
-    response = await handler(request)
-    metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
-    metrics.requests.labels(endpoint, str(response.status)).inc()
+    request.app[keys.METRICS].observe_request(endpoint, response.status, time.perf_counter() - started)
     return response

@@ -1,0 +1,1 @@
+"""Fault injection and bad input: Redis outages, cancellations, a sick model, hostile requests."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -11,7 +14,7 @@ from aiohttp import web
 from service.app import create_app
 from service.config import Settings
 from service.errors import ConfigError
-from service.model import build_predictor
+from service.model import Predictor, build_predictor
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -23,23 +26,54 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"predcache: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers == 1:
+        serve(settings, model)
+        return 0
+    return supervise(settings, model)
+
+
+def serve(settings: Settings, model: Predictor) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
-        loop_factory = None
+        loop = None
     else:
-        loop_factory = uvloop.new_event_loop
+        loop = uvloop.new_event_loop()
     web.run_app(
         create_app(settings, model=model),
         host=settings.host,
         port=settings.port,
+        # Several workers share the port; the kernel spreads connections over them.
+        reuse_port=settings.workers > 1 or None,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         # In-flight requests finish within the model timeout; then the process exits.
         shutdown_timeout=settings.model_timeout_s + 1.0,
         print=lambda line: logging.getLogger("service").info("%s", line.strip()),
-        loop=loop_factory() if loop_factory else None,
+        loop=loop,
     )
-    return 0
+
+
+def supervise(settings: Settings, model: Predictor) -> int:
+    """Run `settings.workers` serving processes on one port and pass SIGTERM/SIGINT on to them."""
+    # Fork before any event loop exists; each worker builds its own app, pool and loop.
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=serve, args=(settings, model), daemon=False) for _ in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        # Each worker shuts down gracefully on the same signal: in-flight requests finish first.
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return max((worker.exitcode or 0) for worker in workers)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class Settings:
     breaker_cooldown_s: float = 1.0
     log_level: str = "INFO"
     access_log: bool = False
+    workers: int = 1
 
     @classmethod
     def from_args(
@@ -281,6 +282,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", "--log-level", "LOG_LEVEL", log_level, "DEBUG, INFO, WARNING or ERROR"),
     Option("access_log", "--access-log", "ACCESS_LOG", boolean, "log every request", is_switch=True),
+    Option(
+        "workers",
+        "--workers",
+        "WORKERS",
+        _int_between(1, 256),
+        "serving processes sharing the port (SO_REUSEPORT); each has its own in-process caches",
+    ),
 )
 assert {o.field for o in OPTIONS} == {f.name for f in fields(Settings)}, "every setting needs an option"
 

@@ -178,6 +178,16 @@ async def loop_errors() -> AsyncIterator[list[str]]:
     loop.set_exception_handler(previous)
 
 
+async def eventually(condition: Callable[[], bool], *, timeout_s: float, step_s: float = 0.005) -> None:
+    """Return once `condition()` holds; fail the test if it does not within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(step_s)
+    assert condition(), f"not true within {timeout_s} s"
+
+
 def assert_no_leaks(errors: list[str], log_text: str) -> None:
     leaks = [e for e in errors if any(m in e for m in LEAK_MESSAGES)]
     leaks += [line for line in log_text.splitlines() if any(m in line for m in LEAK_MESSAGES)]

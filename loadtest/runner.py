@@ -7,6 +7,7 @@ shared aiohttp session (https://, and `--client aiohttp` for comparison).
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -181,6 +182,11 @@ async def _aiohttp_senders(urls: list[URL], settings: RunSettings) -> AsyncItera
                 raise http1.ServerDisconnectedError(str(exc)) from exc
             except aiohttp.ClientPayloadError as exc:
                 raise http1.PayloadError(str(exc)) from exc
+            except aiohttp.ClientOSError as exc:
+                if exc.errno != errno.ECONNRESET:
+                    raise
+                # A reset before the response counts as a disconnect, as it does for the raw client.
+                raise http1.ServerDisconnectedError(str(exc)) from exc
             headers = response.headers
             return Response(response.status, len(body), headers.get("X-Cache"), headers.get("Cache-Status"))
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -141,3 +142,132 @@ def serve() -> Iterator[Callable[[web.Application], str]]:
     yield start
     for running in started:
         running.stop()
+
+
+# Raw HTTP/1.1 answers, for what an aiohttp server will not send: chunks split across packets,
+# bodies framed by closing the connection, resets in the middle of a response, garbage.
+RawScript = Callable[[asyncio.StreamWriter], Awaitable[None]]
+CHUNKED_BODY = b"hello, chunked world"
+
+
+async def _chunked(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Cache: HIT\r\n\r\n6\r\nhello,")
+    await writer.drain()
+    await asyncio.sleep(0.002)  # the client must put the pieces together
+    writer.write(b"\r\n8\r\n chunked\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n")
+
+
+async def _chunk_extension(writer: asyncio.StreamWriter) -> None:
+    # Not in _chunked: aiohttp 3.14's client waits forever on a chunk extension.
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;name=value\r\nabc\r\n0\r\n\r\n")
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+        b"Cache-Status: predcache; fwd=uri-miss; stored\r\n\r\nok"
+    )
+    await writer.drain()
+    writer.close()
+
+
+async def _until_close(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nX-Cache: STALE\r\n\r\nfive!")
+    await writer.drain()
+    writer.close()
+
+
+async def _reset_before_head(writer: asyncio.StreamWriter) -> None:
+    _reset(writer)
+
+
+async def _reset_in_body(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Cache: HIT\r\n\r\nonly ten b")
+    await writer.drain()
+    await asyncio.sleep(0.01)
+    _reset(writer)
+
+
+async def _garbage(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"SPEAKING GOPHER\r\n\r\n")
+
+
+async def _hang(writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(5)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a crashing server does, instead of an orderly FIN."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+RAW_SCRIPTS: dict[str, RawScript] = {
+    "/chunked": _chunked,
+    "/chunk-extension": _chunk_extension,
+    "/close": _close,
+    "/until-close": _until_close,
+    "/reset-before-head": _reset_before_head,
+    "/reset-in-body": _reset_in_body,
+    "/garbage": _garbage,
+    "/hang": _hang,
+}
+
+
+class RawServer:
+    """Answers each request on a keep-alive connection with the script for its path (RAW_SCRIPTS),
+    from an event loop in a background thread; counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop
+        ).result(timeout=10)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while not writer.is_closing():
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode().partition("?")[0]
+                await RAW_SCRIPTS[path](writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def close(server: asyncio.Server) -> None:
+            server.close()
+            handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(close(self._server), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawServer]:
+    """A RawServer for one test, so its connection count is the test's own."""
+    running = RawServer()
+    running.start()
+    yield running
+    running.stop()

@@ -23,6 +23,10 @@ def _run_json(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     return status, json.loads(path.read_text())
 
 
+# The cheap end-to-end tests run over both clients: raw, the default for http://, and aiohttp.
+both_clients = pytest.mark.parametrize("client", ["raw", "aiohttp"])
+
+
 def _latency(run: dict[str, Any], response_class: str | None = None) -> dict[str, float]:
     latency: dict[str, float] = (
         run["latency_ms"] if response_class is None else run["classes"][response_class]["latency_ms"]
@@ -30,10 +34,27 @@ def _latency(run: dict[str, Any], response_class: str | None = None) -> dict[str
     return latency
 
 
-def test_report_has_a_row_per_cache_class(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+@both_clients
+def test_report_has_a_row_per_cache_class(
+    server: str, client: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Requests spread over pairs are reported per class, with the hit ratio."""
     pairs = "HIT,HIT,MISS,COLLAPSED,STALE,NONE"
-    status = main(["--url", f"{server}/fast", "--pairs", pairs, "-n", "60", "-c", "3", "--no-progress"])
+    status = main(
+        [
+            "--url",
+            f"{server}/fast",
+            "--pairs",
+            pairs,
+            "-n",
+            "60",
+            "-c",
+            "3",
+            "--no-progress",
+            "--client",
+            client,
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     for name in ("HIT", "MISS", "collapsed", "STALE", "none"):
@@ -134,18 +155,26 @@ def test_stall_shows_in_corrected_but_not_uncorrected_p99(
     assert "started more than 1 ms after they were due" in out
 
 
-def test_timeouts_are_errors(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@both_clients
+def test_timeouts_are_errors(
+    server: str, client: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A request past --timeout counts as a timeout error; when all fail the exit status is 1."""
-    status, run = _run_json(tmp_path, "--url", f"{server}/hang", "-n", "3", "-c", "3", "--timeout", "200ms")
+    status, run = _run_json(
+        tmp_path, "--url", f"{server}/hang", "-n", "3", "-c", "3", "--timeout", "200ms", "--client", client
+    )
     assert status == 1
     assert run["errors_by_kind"] == {"timeout": 3}
     assert 200 <= _latency(run, "error")["min"] < 1000
     assert "every request failed (timeout: 3)" in capsys.readouterr().err
 
 
-def test_connection_refused_is_a_connect_error(tmp_path: Path) -> None:
+@both_clients
+def test_connection_refused_is_a_connect_error(client: str, tmp_path: Path) -> None:
     """Nothing listening: every request is a `connect` error."""
-    status, run = _run_json(tmp_path, "--url", "http://127.0.0.1:9/predict", "-n", "4", "-c", "2")
+    status, run = _run_json(
+        tmp_path, "--url", "http://127.0.0.1:9/predict", "-n", "4", "-c", "2", "--client", client
+    )
     assert status == 1
     assert run["errors_by_kind"] == {"connect": 4}
 
@@ -179,11 +208,13 @@ def test_fail_on_sets_the_exit_status(
         assert captured.out.count("pass") == len(expressions)
 
 
+@both_clients
 def test_error_rate_threshold_catches_a_failing_server(
-    server: str, capsys: pytest.CaptureFixture[str]
+    server: str, client: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """HTTP 503s are errors by kind; the threshold reports FAIL and, as nothing succeeded, the exit is 1."""
-    status = main(["--url", f"{server}/fail", "-n", "10", "--no-progress", "--fail-on", "error_rate<1%"])
+    args = ["--url", f"{server}/fail", "-n", "10", "--no-progress", "--client", client]
+    status = main([*args, "--fail-on", "error_rate<1%"])
     out = capsys.readouterr().out
     assert status == 1
     assert "10 (100.0%): HTTP 503: 10" in out
@@ -199,6 +230,8 @@ def test_error_rate_threshold_catches_a_failing_server(
         ["--rate", "-3"],
         ["--timeout", "0"],
         ["--url", "ftp://example.com/x"],
+        ["--url", "https://example.com/x", "--client", "raw"],
+        ["--client", "curl"],
         ["--pairs", ","],
         ["--pair", "A", "--pairs", "B"],
         ["--bogus"],
@@ -222,7 +255,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     """--help lists the flags and exits 0."""
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--rate", "--fail-on", "--json", "--csv", "--plot", "--warmup"):
+    for flag in ("--rate", "--fail-on", "--json", "--csv", "--plot", "--warmup", "--client"):
         assert flag in out
 
 

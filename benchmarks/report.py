@@ -1,0 +1,147 @@
+"""The benchmark results as Markdown: one table per benchmark, ratios to the floor, the targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from benchmarks import loadtest_ceiling
+
+
+def _rows(section: Mapping[str, object]) -> list[Mapping[str, object]]:
+    rows = section.get("rows", [])
+    assert isinstance(rows, Sequence)
+    return [row for row in rows if isinstance(row, Mapping)]
+
+
+def _num(value: object, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def machine_line(machine: Mapping[str, object]) -> str:
+    versions = machine.get("versions", {})
+    assert isinstance(versions, Mapping)
+    listed = ", ".join(f"{name} {version}" for name, version in versions.items())
+    return (
+        f"{machine.get('cpu_model')}, {machine.get('cores')} cores, {machine.get('kernel')}; "
+        f"Python {machine.get('python')}; {listed}; load average before/after "
+        f"{machine.get('loadavg_before')} / {machine.get('loadavg_after')}"
+    )
+
+
+def hit_path(section: Mapping[str, object]) -> list[str]:
+    if "skipped" in section:
+        return [f"Skipped: {section['skipped']}"]
+    floor = next((r for r in _rows(section) if r.get("design") == "floor"), {})
+    lines = [
+        "| design | req/s | x floor | p50 ms | p99 ms | p50 x floor | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in _rows(section):
+        if "skipped" in row:
+            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | |")
+            continue
+        p50_ratio = float(str(row["p50_ms"])) / float(str(floor["p50_ms"])) if floor.get("p50_ms") else None
+        lines.append(
+            f"| {row['label']} | {_num(row['rps'], ',.0f')} | {_num(row.get('rps_ratio_to_floor'), '.2f')}x "
+            f"| {_num(row['p50_ms'], '.3f')} | {_num(row['p99_ms'], '.3f')} | {_num(p50_ratio, '.2f')}x "
+            f"| {row['errors']} |"
+        )
+    pinning = "server (and its Redis/nginx) on core 0, wrk on core 1" if section["pinned"] else "not pinned"
+    lines += [
+        "",
+        f"wrk -t1 -c{section['connections']}, median of {section['repeats']} runs of "
+        f"{section['duration_s']:g} s after a {section['warmup_s']:g} s warm-up, runs taken round the "
+        f"designs in turn; {pinning}.",
+    ]
+    return lines
+
+
+def stampede(section: Mapping[str, object]) -> list[str]:
+    lines = [
+        "| design | keys | requests | model calls | calls per key | responses | Redis errors / breaker |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in _rows(section):
+        outcomes = row["outcomes"]
+        assert isinstance(outcomes, Mapping)
+        counters = row["counters"]
+        assert isinstance(counters, Mapping)
+        responses = ", ".join(f"{count} x {status}" for status, count in outcomes.items())
+        redis = (
+            f"{counters['redis_errors']} / {counters['breaker_opened']}"
+            if "redis_errors" in counters
+            else "-"
+        )
+        lines.append(
+            f"| {row['label']} | {row['keys']} | {row['requests']} | {row['model_calls']} "
+            f"| {_num(row['calls_per_key'], 'g')} | {responses} | {redis} |"
+        )
+    lines += [
+        "",
+        f"All requests sent at once, each on its own connection; model latency "
+        f"{section['model_latency_s']:g} s; a fresh private Redis per row; replicas not pinned.",
+    ]
+    return lines
+
+
+def expiry(section: Mapping[str, object]) -> list[str]:
+    lines = [
+        "| design | requests | p50 ms | p99 ms | p99.9 ms | max ms | waited for the model | classes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in _rows(section):
+        classes = row["classes"]
+        assert isinstance(classes, Mapping)
+        listed = ", ".join(f"{name} {count}" for name, count in classes.items())
+        lines.append(
+            f"| {row['label']} | {row['requests']} | {_num(row['p50_ms'], '.3f')} "
+            f"| {_num(row['p99_ms'], '.3f')} | {_num(row['p999_ms'], '.3f')} | {_num(row['max_ms'], '.3f')} "
+            f"| {row['waited_requests']} ({_num(row['waited_share'], '.2%')}) | {listed} |"
+        )
+    lines += [
+        "",
+        f"`python -m loadtest --rate {section['rate']:g} --duration {section['duration_s']:g}s "
+        f"-c {section['connections']}` (open loop, latency from the due time), TTL {section['ttl_s']:g} s, "
+        f"model {section['model_latency_s']:g} s, one key, after one warming request and 20 warm-up "
+        f"requests; waited = latency > {section['waited_threshold_ms']:g} ms or class MISS/collapsed.",
+    ]
+    return lines
+
+
+def targets(found: Sequence[Mapping[str, object]]) -> list[str]:
+    lines = ["| target | measured | met | margin |", "|---|---|---|---|"]
+    for t in found:
+        met = {True: "met", False: "**not met**", None: "n/a"}[
+            t["met"] if isinstance(t["met"], bool) else None
+        ]
+        lines.append(f"| {t['target']} | {t['measured']} | {met} | {t['margin']} |")
+    return lines
+
+
+def markdown(results: Mapping[str, object]) -> str:
+    """The whole report; sections that did not run are left out."""
+
+    def section(name: str) -> Mapping[str, object]:
+        value = results.get(name, {})
+        assert isinstance(value, Mapping)
+        return value
+
+    machine = section("machine")
+    lines = ["# predcache benchmarks", "", f"Machine: {machine_line(machine)}", ""]
+    if results.get("quick"):
+        lines += ["**Quick run (`--quick`): smoke figures, not for comparison.**", ""]
+    if "hit_path" in results:
+        lines += ["## 1. Hit path", "", *hit_path(section("hit_path")), ""]
+    if "stampede" in results:
+        lines += ["## 2. Stampede: model calls for cold requests", "", *stampede(section("stampede")), ""]
+    if "expiry" in results:
+        lines += ["## 3. Expiry under steady open-loop load", "", *expiry(section("expiry")), ""]
+    if "loadtest_ceiling" in results:
+        ceiling = section("loadtest_ceiling")
+        lines += ["## 4. Load tester ceiling (python -m loadtest vs wrk, floor-like server)", ""]
+        lines += [loadtest_ceiling.markdown(dict(ceiling)), ""]
+    found = results.get("targets", [])
+    assert isinstance(found, Sequence)
+    lines += ["## Targets (issue 6)", "", *targets([t for t in found if isinstance(t, Mapping)]), ""]
+    lines.append(f"Total benchmark time: {_num(results.get('elapsed_s'), '.0f')} s.")
+    return "\n".join(lines) + "\n"

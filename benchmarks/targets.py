@@ -1,0 +1,133 @@
+"""The issue's targets checked against a run's figures: each one met or not, and by how much."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+EMBEDDED_MIN_RATIO = 0.85
+REDIS_MIN_RATIO = 0.6
+HIT_P50_MAX_MS = 0.5
+EXPIRY_P999_MAX_HIT_P99_MULTIPLE = 3.0
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One target: what it asks, what was measured, and the verdict in words."""
+
+    name: str
+    target: str
+    measured: str
+    met: bool | None
+    margin: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _rows(section: Mapping[str, object], key: str) -> dict[str, Mapping[str, object]]:
+    rows = section.get("rows", [])
+    assert isinstance(rows, list)
+    return {str(row[key]): row for row in rows if isinstance(row, Mapping)}
+
+
+def _number(row: Mapping[str, object] | None, field: str) -> float | None:
+    if row is None or field not in row:
+        return None
+    value = row[field]
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def _at_least(name: str, target: str, measured: float | None, bound: float, unit: str) -> TargetResult:
+    if measured is None:
+        return TargetResult(name, target, "not measured", None, "")
+    met = measured >= bound
+    gap = measured - bound
+    margin = f"{'above' if met else 'short'} by {abs(gap):.2f}{unit} ({abs(gap) / bound:.0%})"
+    return TargetResult(name, target, f"{measured:.2f}{unit}", met, margin)
+
+
+def _at_most(name: str, target: str, measured: float | None, bound: float, unit: str) -> TargetResult:
+    if measured is None:
+        return TargetResult(name, target, "not measured", None, "")
+    met = measured <= bound
+    gap = measured - bound
+    margin = f"{'under' if met else 'over'} by {abs(gap):.3g} {unit} ({abs(gap) / bound:.0%})"
+    return TargetResult(name, target, f"{measured:.3g} {unit}", met, margin)
+
+
+def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
+    """Every target the figures in `results` can answer; a section that was skipped gives `met=None`."""
+    hit = _rows(results.get("hit_path", {}), "design")
+    stampede = results.get("stampede", {})
+    expiry = _rows(results.get("expiry", {}), "system")
+    found: list[TargetResult] = [
+        _at_least(
+            "hit_embedded_rps",
+            f"embedded cache >= {EMBEDDED_MIN_RATIO}x the floor's req/s",
+            _number(hit.get("embedded"), "rps_ratio_to_floor"), EMBEDDED_MIN_RATIO, "x",
+        ),
+        _at_least(
+            "hit_redis_rps",
+            f"Redis >= {REDIS_MIN_RATIO}x the floor's req/s",
+            _number(hit.get("redis"), "rps_ratio_to_floor"), REDIS_MIN_RATIO, "x",
+        ),
+        _at_most(
+            "hit_embedded_p50", f"hit p50 <= {HIT_P50_MAX_MS} ms (embedded)",
+            _number(hit.get("embedded"), "p50_ms"), HIT_P50_MAX_MS, "ms",
+        ),
+        _at_most(
+            "hit_redis_p50", f"hit p50 <= {HIT_P50_MAX_MS} ms (Redis)",
+            _number(hit.get("redis"), "p50_ms"), HIT_P50_MAX_MS, "ms",
+        ),
+    ]  # fmt: skip
+    stampede_rows = stampede.get("rows", [])
+    assert isinstance(stampede_rows, Sequence)
+    predcache_rows = [r for r in stampede_rows if isinstance(r, Mapping) and r["fleet"] != "seed"]
+    if predcache_rows:
+        off = [r for r in predcache_rows if r["model_calls"] != r["keys"]]
+        measured = ", ".join(f"{r['replicas']}r/{r['keys']}k: {r['model_calls']}" for r in predcache_rows)
+        margin = (
+            "every replica count and key count"
+            if not off
+            else "extra calls: "
+            + ", ".join(f"{r['replicas']} replicas, {r['keys']} keys: {r['model_calls']} calls" for r in off)
+        )
+        found.append(
+            TargetResult(
+                "stampede_one_call_per_key",
+                "stampede: exactly 1 model call per key, 1 and 3 replicas",
+                measured,
+                not off,
+                margin,
+            )
+        )
+    else:
+        found.append(TargetResult("stampede_one_call_per_key", "stampede", "not measured", None, ""))
+    predcache = expiry.get("predcache")
+    waited = _number(predcache, "waited_requests")
+    found.append(
+        TargetResult(
+            "expiry_no_wait",
+            "expiry: zero requests wait for the model after warm-up",
+            "not measured" if waited is None else f"{waited:.0f} waited",
+            None if waited is None else waited == 0,
+            "" if waited is None else ("none waited" if waited == 0 else f"{waited:.0f} too many"),
+        )
+    )
+    hit_p99 = _number(hit.get("redis"), "p99_ms")
+    p999 = _number(predcache, "p999_ms")
+    if hit_p99 is None or p999 is None:
+        found.append(TargetResult("expiry_p999", "expiry: p99.9 <= 3x hit p99", "not measured", None, ""))
+    else:
+        bound = EXPIRY_P999_MAX_HIT_P99_MULTIPLE * hit_p99
+        result = _at_most(
+            "expiry_p999",
+            f"expiry: p99.9 <= {EXPIRY_P999_MAX_HIT_P99_MULTIPLE:g}x hit p99 (Redis row: {hit_p99:.3g} ms)",
+            p999,
+            bound,
+            "ms",
+        )
+        found.append(result)
+    return found

@@ -72,6 +72,9 @@ def make_client(aiohttp_client: Any) -> MakeClient:
     async def make(
         *, model: Predictor, redis: Redis | None = None, **settings: Any
     ) -> TestClient[web.Request, web.Application]:
+        # A generous Redis budget: on a busy CI machine 250 ms can pass without Redis being sick, and
+        # only the fault tests (which set it themselves) are about Redis being slow.
+        settings.setdefault("redis_timeout_s", 1.0)
         app = create_app(replace(Settings(), **settings), redis=redis, model=model)
         client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
         return client

@@ -16,13 +16,22 @@ from tests.support.service_process import ServiceProcess, start_replicas
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 MODEL_LATENCY_S = 0.5
+# Three replicas, Redis and the test share two cores: give Redis commands a budget that CPU
+# contention alone cannot exhaust, so a lease is never given up for a Redis that is merely slow.
+REDIS_TIMEOUT = ("--redis-timeout", "1")
 
 
 @pytest.fixture
 def replicas(private_redis: RedisServer, request: pytest.FixtureRequest) -> Iterator[list[ServiceProcess]]:
     extra: tuple[str, ...] = getattr(request, "param", ())
     fleet = start_replicas(
-        3, "--redis-url", private_redis.url, "--demo-model-latency", str(MODEL_LATENCY_S), *extra
+        3,
+        "--redis-url",
+        private_redis.url,
+        "--demo-model-latency",
+        str(MODEL_LATENCY_S),
+        *REDIS_TIMEOUT,
+        *extra,
     )
     yield fleet
     for replica in fleet:
@@ -55,9 +64,9 @@ async def test_300_cold_requests_over_three_replicas_call_the_model_once(
     assert total_model_calls(replicas) == 1
 
 
-@pytest.mark.parametrize("replicas", [("--lease-ttl", "0.15")], indirect=True)
+@pytest.mark.parametrize("replicas", [("--lease-ttl", "0.5", "--demo-model-latency", "1.5")], indirect=True)
 async def test_lease_shorter_than_the_model_is_renewed(replicas: list[ServiceProcess]) -> None:
-    """The holder renews its 150 ms lease through a 500 ms model call: still one call."""
+    """The holder renews its 0.5 s lease through a 1.5 s model call: still one call."""
     results = await fire([r.url for r in replicas], 300, pair="ETH-USD")
     assert {status for status, _, _ in results} == {200}
     assert total_model_calls(replicas) == 1
@@ -65,7 +74,15 @@ async def test_lease_shorter_than_the_model_is_renewed(replicas: list[ServicePro
 
 async def test_killed_lease_holder_holds_the_others_up_at_most_a_lease(private_redis: RedisServer) -> None:
     lease_s = 1.0
-    args = ("--redis-url", private_redis.url, "--demo-model-latency", "2.0", "--lease-ttl", str(lease_s))
+    args = (
+        "--redis-url",
+        private_redis.url,
+        "--demo-model-latency",
+        "2.0",
+        "--lease-ttl",
+        str(lease_s),
+        *REDIS_TIMEOUT,
+    )
     holder, other = start_replicas(2, *args)
     try:
         async with aiohttp.ClientSession() as session:
@@ -99,7 +116,15 @@ async def test_with_redis_stopped_each_replica_calls_the_model_at_most_once_per_
 
 async def test_invalidation_reaches_every_replica(private_redis: RedisServer) -> None:
     """After DELETE on one replica, the next request on another computes afresh (a MISS)."""
-    args = ("--redis-url", private_redis.url, "--demo-model-latency", "0.05", "--admin-token", "s3cret")
+    args = (
+        "--redis-url",
+        private_redis.url,
+        "--demo-model-latency",
+        "0.05",
+        "--admin-token",
+        "s3cret",
+        *REDIS_TIMEOUT,
+    )
     fleet = start_replicas(2, *args)
     auth = {"Authorization": "Bearer s3cret"}
     try:

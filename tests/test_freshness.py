@@ -63,12 +63,10 @@ async def test_zero_grace_turns_stale_serving_off(
     assert (await client.get("/predict?pair=BTC-USD")).headers["X-Cache"] == "MISS"
 
 
-async def test_early_refresh_happens_before_expiry(
-    make_client: MakeClient, redis: Redis, model_version: str
-) -> None:
+async def test_early_refresh_happens_before_expiry(make_client: MakeClient, model_version: str) -> None:
     """With a large beta, a reader refreshes before the TTL is up and nobody sees a miss or stale."""
     model = CountingModel(version=model_version, latency_s=0.05)
-    client = await make_client(model=model, redis=redis, ttl_s=0.5, stale_s=0.0, xfetch_beta=50.0)
+    client = await make_client(model=model, ttl_s=0.5, stale_s=0.0, xfetch_beta=50.0)
     await client.get("/predict?pair=XRP-USD")
     outcomes = []
     for _ in range(20):

@@ -40,6 +40,10 @@ FAULT_SETTINGS: dict[str, Any] = {
     "near_ttl_s": 0.0,
 }
 
+# What a busy machine (CI, or a 2-core box running other suites) adds to any timer of the event loop; a
+# timing bound is the requirement's own figure plus this.
+LOOP_ALLOWANCE_S = 0.15
+
 # What asyncio reports when a task or future is dropped with its error unread.
 LEAK_MESSAGES = ("Task was destroyed", "exception was never retrieved", "never retrieved")
 

@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.faults.conftest import BREAKER_COOLDOWN_S, REDIS_TIMEOUT_S, Reply, Service, StartService
+from tests.faults.conftest import (
+    BREAKER_COOLDOWN_S,
+    LOOP_ALLOWANCE_S,
+    REDIS_TIMEOUT_S,
+    Reply,
+    Service,
+    StartService,
+)
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 
@@ -17,9 +24,8 @@ pytestmark = pytest.mark.redis
 # Longer than the Redis budget: every request of a wave reaches single-flight while its call runs.
 MODEL_LATENCY_S = 0.1
 PAIRS = ("BTC-EUR", "ETH-EUR", "SOL-USD", "XRP-GBP")
-# The cache's time budget plus the model's; the slack absorbs scheduling on a busy CI machine.
-SLACK_S = 0.1
-REQUEST_BOUND_S = REDIS_TIMEOUT_S + MODEL_LATENCY_S + SLACK_S
+# The cache's time budget plus the model's.
+REQUEST_BOUND_S = REDIS_TIMEOUT_S + MODEL_LATENCY_S + LOOP_ALLOWANCE_S
 
 
 async def wave(service: Service, pairs: tuple[str, ...] = PAIRS, per_pair: int = 5) -> list[Reply]:

@@ -7,6 +7,7 @@ the server, the bottleneck. One `Connection` per worker, one request in flight o
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import NamedTuple, cast
 
 from yarl import URL
@@ -116,10 +117,13 @@ class _ResponseProtocol(asyncio.Protocol):
             self._parse_head(bytes(buffer[:end]))
             del buffer[: end + 4]
         if self._state == _BODY_LENGTH:
-            if len(buffer) < self._remaining:
-                return
-            self._nbytes = self._remaining
-            self._finish()
+            # Counted and dropped as it arrives, so a large body is never held whole.
+            taken = min(self._remaining, len(buffer))
+            del buffer[:taken]
+            self._nbytes += taken
+            self._remaining -= taken
+            if not self._remaining:
+                self._finish()
         elif self._state == _BODY_UNTIL_CLOSE:
             self._nbytes += len(buffer)
             buffer.clear()
@@ -219,22 +223,22 @@ class Connection:
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         self._protocol: _ResponseProtocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def request(self, request: bytes) -> Response:
         """Send pre-built request bytes and wait for the whole response, at most `timeout_s`.
 
         Raises TimeoutError, or a `ClientError` whose `kind` names the failure.
         """
-        loop = self._loop
-        deadline = loop.time() + self._timeout_s
+        deadline = time.perf_counter() + self._timeout_s
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        waiter: asyncio.Future[Response] = loop.create_future()
+        waiter: asyncio.Future[Response] = self._loop.create_future()
         protocol.expect(waiter)
         assert protocol.transport is not None
         protocol.transport.write(request)
-        timer = loop.call_at(deadline, self._time_out, waiter)
+        self._time_out(waiter, deadline)
         try:
             return await waiter
         except BaseException:
@@ -243,7 +247,8 @@ class Connection:
             self.close()
             raise
         finally:
-            timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
 
     async def _connect(self) -> _ResponseProtocol:
         try:
@@ -254,8 +259,17 @@ class Connection:
         self._protocol = protocol
         return protocol
 
-    def _time_out(self, waiter: asyncio.Future[Response]) -> None:
-        if not waiter.done():
+    def _time_out(self, waiter: asyncio.Future[Response], deadline: float) -> None:
+        """Fail `waiter` once `deadline` has passed, or set a timer for the time left.
+
+        Timers are armed until the clock agrees: uvloop reads its clock once per loop iteration, in
+        whole milliseconds, so its timers can fire early, and a request must never be counted as timed
+        out before `timeout_s` (measured, as latency is, with perf_counter) has passed.
+        """
+        remaining_s = deadline - time.perf_counter()
+        if remaining_s > 0:
+            self._timer = self._loop.call_later(remaining_s, self._time_out, waiter, deadline)
+        elif not waiter.done():
             waiter.set_exception(TimeoutError(f"no complete response within {self._timeout_s:g} s"))
 
     def close(self) -> None:

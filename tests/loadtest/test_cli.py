@@ -165,7 +165,8 @@ def test_timeouts_are_errors(
     )
     assert status == 1
     assert run["errors_by_kind"] == {"timeout": 3}
-    assert 200 <= _latency(run, "error")["min"] < 1000
+    # aiohttp's timer runs on the event loop's millisecond clock and can fire up to 1 ms early.
+    assert 199 <= _latency(run, "error")["min"] < 1000
     assert "every request failed (timeout: 3)" in capsys.readouterr().err
 
 

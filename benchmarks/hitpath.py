@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from benchmarks import nginx, wrk
-from benchmarks.procs import HttpServer, RedisProcess, core_prefixes, http_get, python_server
+from benchmarks.procs import HttpServer, RedisProcess, core_prefixes, http_get, python_server, tree_cpu_s
 
 PATH = "/predict?pair=ETH-EUR"
 # Long enough that nothing expires or refreshes during a run: this measures hits only.
@@ -45,14 +45,43 @@ DESIGNS = (
 )
 
 
+@dataclass(frozen=True)
+class Target:
+    """A running design: the URL wrk loads and the processes whose CPU time each request costs."""
+
+    url: str
+    pids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One wrk run and the CPU time the design's processes used during it."""
+
+    run: wrk.WrkRun
+    cpu_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / max(1, self.run.requests) * 1e6
+
+
+def measure_once(target: Target, connections: int, duration_s: float, prefix: list[str]) -> Measured:
+    before = tree_cpu_s(target.pids)
+    run = wrk.run(target.url, connections=connections, duration_s=duration_s, prefix=prefix)
+    return Measured(run, tree_cpu_s(target.pids) - before)
+
+
 @contextmanager
-def serving(design: Design) -> Iterator[str]:
-    """Start `design` pinned to core 0 and yield the URL wrk should load, with the key warmed."""
+def serving(design: Design) -> Iterator[Target]:
+    """Start `design` pinned to core 0 and yield what wrk should load, with the key warmed."""
     server_core, _ = core_prefixes()
     with ExitStack() as stack:
         redis_url = ""
+        pids: list[int] = []
         if design.redis:
-            redis_url = stack.enter_context(RedisProcess(server_core)).url
+            redis = stack.enter_context(RedisProcess(server_core))
+            redis_url = redis.url
+            pids.append(redis.pid)
         server: HttpServer
         if design.key == "floor":
             server = python_server("benchmarks.floor_server", prefix=server_core, ready_path=PATH)
@@ -67,24 +96,37 @@ def serving(design: Design) -> Iterator[str]:
                 "--model-latency", "0.01", prefix=server_core, ready_path="/calls",
             )  # fmt: skip
         stack.enter_context(server)
+        pids.append(server.pid)
         url = server.url
         if design.nginx:
-            url = stack.enter_context(nginx.Nginx(server.port, prefix=server_core, ready_path="/calls")).url
+            proxy = stack.enter_context(nginx.Nginx(server.port, prefix=server_core, ready_path="/calls"))
+            url = proxy.url
+            pids.append(proxy.server.pid)
         http_get(url + PATH)  # the cold miss, so every measured request is a hit
         http_get(url + PATH)
-        yield url + PATH
+        yield Target(url + PATH, tuple(pids))
 
 
-def _summary(design: Design, runs: list[wrk.WrkRun]) -> dict[str, object]:
+def _summary(design: Design, measured: list[Measured]) -> dict[str, object]:
+    runs = [m.run for m in measured]
     return {
         "design": design.key,
         "label": design.label,
         "rps": round(statistics.median(r.rps for r in runs), 1),
         "p50_ms": round(statistics.median(r.p50_ms for r in runs), 3),
         "p99_ms": round(statistics.median(r.p99_ms for r in runs), 3),
+        "cpu_us_per_request": round(statistics.median(m.cpu_us_per_request for m in measured), 2),
+        # The share of a core the design got while wrk ran: well under 1 means other work took it.
+        "cpu_share": round(statistics.median(m.cpu_s / max(m.run.duration_s, 1e-9) for m in measured), 3),
         "errors": sum(r.errors for r in runs),
-        "runs": [{"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors} for r in runs],
-    }
+        "runs": [
+            {
+                "rps": m.run.rps, "p50_ms": m.run.p50_ms, "p99_ms": m.run.p99_ms,
+                "errors": m.run.errors, "cpu_s": round(m.cpu_s, 3),
+            }
+            for m in measured
+        ],
+    }  # fmt: skip
 
 
 def run(settings: HitPathSettings) -> dict[str, object]:
@@ -92,26 +134,17 @@ def run(settings: HitPathSettings) -> dict[str, object]:
         return {"skipped": "wrk is not installed (apt-get install -y wrk)"}
     _, client_core = core_prefixes()
     designs = [d for d in DESIGNS if not d.nginx or nginx.available()]
-    runs: dict[str, list[wrk.WrkRun]] = {d.key: [] for d in designs}
+    runs: dict[str, list[Measured]] = {d.key: [] for d in designs}
     with ExitStack() as stack:
         # Every design is up for the whole benchmark and the repeats go round the designs in turn, so
         # a burst of other work on the machine spreads over all rows instead of skewing one.
-        urls = {d.key: stack.enter_context(serving(d)) for d in designs}
-        for url in urls.values():
+        targets = {d.key: stack.enter_context(serving(d)) for d in designs}
+        for target in targets.values():
             if settings.warmup_s > 0:
-                wrk.run(
-                    url, connections=settings.connections, duration_s=settings.warmup_s, prefix=client_core
-                )
+                measure_once(target, settings.connections, settings.warmup_s, client_core)
         for _ in range(settings.repeats):
-            for key, url in urls.items():
-                runs[key].append(
-                    wrk.run(
-                        url,
-                        connections=settings.connections,
-                        duration_s=settings.duration_s,
-                        prefix=client_core,
-                    )
-                )
+            for key, target in targets.items():
+                runs[key].append(measure_once(target, settings.connections, settings.duration_s, client_core))
     rows: list[dict[str, object]] = []
     for design in DESIGNS:
         if design.key in runs:
@@ -122,6 +155,11 @@ def run(settings: HitPathSettings) -> dict[str, object]:
     for row in rows:
         if "rps" in row and "rps" in floor:
             row["rps_ratio_to_floor"] = round(float(str(row["rps"])) / float(str(floor["rps"])), 3)
+            # Requests per CPU-second relative to the floor's: what the rps ratio would be with a core
+            # to itself, and much steadier than the rps ratio when other work shares the machine.
+            row["cpu_ratio_to_floor"] = round(
+                float(str(floor["cpu_us_per_request"])) / float(str(row["cpu_us_per_request"])), 3
+            )
     return {
         "connections": settings.connections,
         "duration_s": settings.duration_s,

@@ -171,3 +171,36 @@ class RedisProcess(Process):
 
     def __enter__(self) -> RedisProcess:
         return self.start()
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                children += [int(child) for child in file.read().split()]
+    except OSError:
+        pass
+    return children
+
+
+def _own_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            # The command name may hold spaces: fields are counted after its closing parenthesis.
+            fields = file.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by `pids` and all their descendants (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    pending = list(pids)
+    while pending:
+        pid = pending.pop()
+        total += _own_cpu_s(pid)
+        pending += _children(pid)
+    return total

@@ -33,25 +33,30 @@ def hit_path(section: Mapping[str, object]) -> list[str]:
         return [f"Skipped: {section['skipped']}"]
     floor = next((r for r in _rows(section) if r.get("design") == "floor"), {})
     lines = [
-        "| design | req/s | x floor | p50 ms | p99 ms | p50 x floor | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| design | req/s | x floor | p50 ms | p99 ms | p50 x floor | CPU us/req | x floor by CPU "
+        "| core share | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in _rows(section):
         if "skipped" in row:
-            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | |")
+            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | | | | |")
             continue
         p50_ratio = float(str(row["p50_ms"])) / float(str(floor["p50_ms"])) if floor.get("p50_ms") else None
         lines.append(
             f"| {row['label']} | {_num(row['rps'], ',.0f')} | {_num(row.get('rps_ratio_to_floor'), '.2f')}x "
             f"| {_num(row['p50_ms'], '.3f')} | {_num(row['p99_ms'], '.3f')} | {_num(p50_ratio, '.2f')}x "
-            f"| {row['errors']} |"
+            f"| {_num(row.get('cpu_us_per_request'), '.1f')} | {_num(row.get('cpu_ratio_to_floor'), '.2f')}x "
+            f"| {_num(row.get('cpu_share'), '.0%')} | {row['errors']} |"
         )
     pinning = "server (and its Redis/nginx) on core 0, wrk on core 1" if section["pinned"] else "not pinned"
     lines += [
         "",
         f"wrk -t1 -c{section['connections']}, median of {section['repeats']} runs of "
         f"{section['duration_s']:g} s after a {section['warmup_s']:g} s warm-up, runs taken round the "
-        f"designs in turn; {pinning}.",
+        f"designs in turn; {pinning}. CPU us/req: CPU time of the design's processes (server, and "
+        "its Redis or nginx) per request; x floor by CPU: the floor's CPU per request over this one's, "
+        "the req/s ratio each design would reach with a core to itself; core share: the CPU the design "
+        "got while wrk ran (well under 100% means other work on the machine took the rest).",
     ]
     return lines
 

@@ -18,6 +18,7 @@ class WrkRun:
     p99_ms: float
     requests: int
     errors: int
+    duration_s: float
 
 
 def available() -> bool:
@@ -33,7 +34,7 @@ def parse(output: str) -> WrkRun:
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", output)
     p50 = re.search(r"^\s+50%\s+([0-9.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
     p99 = re.search(r"^\s+99%\s+([0-9.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
-    total = re.search(r"([0-9]+) requests in", output)
+    total = re.search(r"([0-9]+) requests in ([0-9.]+)(us|ms|s|m)", output)
     if rate is None or p50 is None or p99 is None or total is None:
         raise RuntimeError(f"could not read wrk's output:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+([0-9]+)", output)
@@ -43,7 +44,14 @@ def parse(output: str) -> WrkRun:
     errors = int(non_2xx[1]) if non_2xx else 0
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return WrkRun(float(rate[1]), _ms(p50[1], p50[2]), _ms(p99[1], p99[2]), int(total[1]), errors)
+    return WrkRun(
+        float(rate[1]),
+        _ms(p50[1], p50[2]),
+        _ms(p99[1], p99[2]),
+        int(total[1]),
+        errors,
+        _ms(total[2], total[3]) / 1000,
+    )
 
 
 def run(url: str, *, connections: int, duration_s: float, prefix: Sequence[str] = ()) -> WrkRun:

@@ -1,7 +1,7 @@
 """What each layer of predcache's hit path costs, as floor variants side by side (wrk, pinned).
 
-`python -m benchmarks.attribution [--duration 5] [--repeats 3]`: the floor alone, with two no-op
-middlewares, with per-request headers, with prometheus metrics, and predcache, taken round in turn.
+`python -m benchmarks.attribution [--duration 3] [--repeats 3]`: the floor alone, with two no-op
+middlewares, with per-request headers, with prometheus metrics, and predcache, in CPU time per request.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import statistics
 from collections.abc import Sequence
 from contextlib import ExitStack
 
-from benchmarks import wrk
-from benchmarks.hitpath import DESIGNS, PATH, serving
+from benchmarks.hitpath import DESIGNS, PATH, Measured, Target, measure_once, serving
 from benchmarks.procs import core_prefixes, python_server
 
 VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -26,33 +25,35 @@ VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     server_core, client_core = core_prefixes()
-    runs: dict[str, list[wrk.WrkRun]] = {}
+    runs: dict[str, list[Measured]] = {}
     with ExitStack() as stack:
-        urls: dict[str, str] = {}
+        targets: dict[str, Target] = {}
         for label, flags in VARIANTS:
-            server = python_server("benchmarks.floor_server", *flags, prefix=server_core, ready_path=PATH)
-            urls[label] = stack.enter_context(server).url + PATH
+            server = stack.enter_context(
+                python_server("benchmarks.floor_server", *flags, prefix=server_core, ready_path=PATH)
+            )
+            targets[label] = Target(server.url + PATH, (server.pid,))
         embedded = next(d for d in DESIGNS if d.key == "embedded")
-        urls["predcache, embedded cache"] = stack.enter_context(serving(embedded)).url
-        for url in urls.values():
-            wrk.run(url, connections=10, duration_s=1.0, prefix=client_core)
+        targets["predcache, embedded cache"] = stack.enter_context(serving(embedded))
+        for target in targets.values():
+            measure_once(target, 10, 1.0, client_core)
         for _ in range(args.repeats):
-            for label, url in urls.items():
-                runs.setdefault(label, []).append(
-                    wrk.run(url, connections=10, duration_s=args.duration, prefix=client_core)
-                )
-    floor_rps = statistics.median(r.rps for r in runs["floor"])
-    print("| variant | req/s | x floor | us per request over the floor | p50 ms |")
-    print("|---|---:|---:|---:|---:|")
+            for label, target in targets.items():
+                runs.setdefault(label, []).append(measure_once(target, 10, args.duration, client_core))
+    floor_us = statistics.median(m.cpu_us_per_request for m in runs["floor"])
+    print("| variant | CPU us/req | over the floor | x floor by CPU | req/s (noisy) | p50 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, found in runs.items():
-        rps = statistics.median(r.rps for r in found)
-        extra_us = (1 / rps - 1 / floor_rps) * 1e6
-        p50 = statistics.median(r.p50_ms for r in found)
-        print(f"| {label} | {rps:,.0f} | {rps / floor_rps:.2f}x | {extra_us:+.1f} | {p50:.3f} |")
+        us = statistics.median(m.cpu_us_per_request for m in found)
+        rps = statistics.median(m.run.rps for m in found)
+        p50 = statistics.median(m.run.p50_ms for m in found)
+        print(
+            f"| {label} | {us:.1f} | {us - floor_us:+.1f} | {floor_us / us:.2f}x | {rps:,.0f} | {p50:.3f} |"
+        )
     return 0
 
 

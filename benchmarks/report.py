@@ -63,28 +63,33 @@ def hit_path(section: Mapping[str, object]) -> list[str]:
 
 def stampede(section: Mapping[str, object]) -> list[str]:
     lines = [
-        "| design | keys | requests | model calls | calls per key | responses | Redis errors / breaker |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| design | keys | requests | model calls, median (min-max) | calls per key | non-200 "
+        "| Redis errors / breaker opens / lease fallbacks |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in _rows(section):
-        outcomes = row["outcomes"]
-        assert isinstance(outcomes, Mapping)
-        counters = row["counters"]
-        assert isinstance(counters, Mapping)
-        responses = ", ".join(f"{count} x {status}" for status, count in outcomes.items())
-        redis = (
-            f"{counters['redis_errors']} / {counters['breaker_opened']}"
-            if "redis_errors" in counters
-            else "-"
-        )
+        trials = row["trials"]
+        assert isinstance(trials, Sequence)
+        non_200 = 0
+        redis: list[str] = []
+        for trial in trials:
+            outcomes, counters = trial["outcomes"], trial["counters"]
+            non_200 += sum(count for status, count in outcomes.items() if status != "200")
+            if "redis_errors" in counters:
+                redis.append(
+                    f"{counters['redis_errors']}/{counters['breaker_opened']}/{counters['lease_fallbacks']}"
+                )
         lines.append(
             f"| {row['label']} | {row['keys']} | {row['requests']} | {row['model_calls']} "
-            f"| {_num(row['calls_per_key'], 'g')} | {responses} | {redis} |"
+            f"({row['model_calls_min']}-{row['model_calls_max']}) | {_num(row['calls_per_key'], 'g')} "
+            f"| {non_200} | {', '.join(redis) or '-'} |"
         )
     lines += [
         "",
-        f"All requests sent at once, each on its own connection; model latency "
-        f"{section['model_latency_s']:g} s; a fresh private Redis per row; replicas not pinned.",
+        f"{section['trials']} trials per row, each on fresh processes and a fresh private Redis; all "
+        f"requests sent at once, each on its own connection; model latency {section['model_latency_s']:g} "
+        "s; requests spread over the replicas in turn; not pinned. Redis column: per trial, summed over "
+        "the replicas.",
     ]
     return lines
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until: float | None = None
         self._probing = False
+        self._closed_again: asyncio.Event | None = None
         self.times_opened = 0
 
     @property
@@ -41,10 +43,25 @@ class CircuitBreaker:
         self._probing = True
         return True
 
+    async def wait_closed(self) -> None:
+        """Return once the breaker is closed: a probe (a request's command) found Redis back."""
+        if self._open_until is None:
+            return
+        if self._closed_again is None:
+            self._closed_again = asyncio.Event()
+        await self._closed_again.wait()
+
+    def release_probe(self) -> None:
+        """The probe was cancelled before it could tell anything: let the next call probe instead."""
+        self._probing = False
+
     def record_success(self) -> None:
         self._failures = 0
         self._open_until = None
         self._probing = False
+        if self._closed_again is not None:
+            self._closed_again.set()
+            self._closed_again = None
 
     def record_failure(self) -> None:
         self._failures += 1

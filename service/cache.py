@@ -178,8 +178,17 @@ class RedisBackend:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(command, exc)
             return Miss.UNAVAILABLE
+        except asyncio.CancelledError:
+            # The client hung up mid-command. That says nothing about Redis, but a cancelled probe
+            # must hand its slot back, or the breaker would wait for its verdict forever.
+            self.breaker.release_probe()
+            raise
         self.breaker.record_success()
         return reply
+
+    def record_failure(self, command: str, exc: BaseException) -> None:
+        """A failure seen outside `call` (the pub/sub reader) counts like any other."""
+        self._failed(command, exc)
 
     def _failed(self, command: str, exc: BaseException) -> None:
         was_closed = self.breaker.is_closed

@@ -15,9 +15,6 @@ from service.cache import RedisBackend
 
 log = logging.getLogger(__name__)
 
-# Resubscribing backs off from the first to the last delay, so a dead Redis is not hammered.
-_RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
-
 
 class Events:
     def __init__(self, backend: RedisBackend, channel: str) -> None:
@@ -63,12 +60,14 @@ class Events:
             listener(message)
 
     async def _read_forever(self) -> None:
-        failures = 0
+        breaker = self._backend.breaker
         while True:
+            # While Redis is down, requests probe it once per cool-down; the subscriber waits for
+            # one of them to find it back instead of adding reconnection attempts of its own.
+            await breaker.wait_closed()
             pubsub = self._backend.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
-                failures = 0
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
@@ -77,10 +76,9 @@ class Events:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Redis is down or the connection broke: waiters fall back to polling meanwhile.
-                log.debug("event subscription lost (%s: %s); resubscribing", type(exc).__name__, exc)
-                await asyncio.sleep(_RECONNECT_DELAYS_S[min(failures, len(_RECONNECT_DELAYS_S) - 1)])
-                failures += 1
+                # The connection broke: count it against Redis, and let waiters poll meanwhile.
+                self._backend.record_failure("SUBSCRIBE", exc)
+                await asyncio.sleep(breaker.cooldown_s)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ from aiohttp import web
 from service import keys
 from service.errors import CacheUnavailable, InvalidCacheControl, InvalidPair, Unauthorized, UnknownPair
 from service.metrics import CONTENT_TYPE_LATEST
+from service.openapi import openapi_spec
 from service.pair import parse_pair
 from service.predictions import ANY_AGE, Answer, Freshness, Outcome, Predictions
 
@@ -143,5 +144,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_spec)
     app.router.add_delete("/cache", invalidate_all)
     app.router.add_delete("/cache/{pair}", invalidate_pair)

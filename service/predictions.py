@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import math
 import random
 import time
@@ -19,13 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.cache import CacheBackend, Miss
-from service.entry import CachedPrediction
+from service.entry import MAX_ENTRY_BYTES, CachedPrediction
 from service.errors import PredcacheError, UnknownPair
 from service.events import Events
 from service.lease import Leases
 from service.metrics import Metrics
 from service.model import ModelRunner
 from service.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
 
 # TTLs are shortened by up to this fraction, so keys warmed together do not expire together.
 TTL_JITTER = 0.1
@@ -294,8 +297,19 @@ class Predictions:
     async def _compute_and_store(self, key: str, pair: str, generation: int) -> Filled:
         assert self.cache is not None
         entry = await self._predict(key, pair, generation)
+        raw = entry.encode()
+        if len(raw) > MAX_ENTRY_BYTES:
+            # Readers refuse values over the cap, so writing one would only cost a round trip.
+            self._metrics.cache_write_errors.inc()
+            log.warning(
+                "prediction for %s is %d bytes, over the %d-byte cap: not cached",
+                pair,
+                len(raw),
+                MAX_ENTRY_BYTES,
+            )
+            return Filled(entry, stored=False, from_other_replica=False)
         # Redis keeps it through the grace period, in which it is served stale while refreshed.
-        stored = await self.cache.set(key, entry.encode(), entry.fresh_s + self.grace_s)
+        stored = await self.cache.set(key, raw, entry.fresh_s + self.grace_s)
         if stored:
             self._metrics.cache_writes.inc()
             self._remember_near(entry, generation)

@@ -51,3 +51,28 @@ def test_success_resets_the_failure_count() -> None:
     breaker.record_success()
     breaker.record_failure()
     assert breaker.is_closed
+
+
+def test_a_cancelled_probe_hands_its_slot_back() -> None:
+    """A probe whose client hung up must not leave the breaker waiting for a verdict forever."""
+    clock = Clock()
+    breaker = CircuitBreaker(cooldown_s=1.0, failure_threshold=1, clock=clock)
+    breaker.record_failure()
+    clock.now += 1.0
+    assert breaker.allow()
+    assert not breaker.allow()
+    breaker.release_probe()
+    assert breaker.allow()
+
+
+async def test_wait_closed_returns_when_a_probe_succeeds() -> None:
+    import asyncio
+
+    breaker = CircuitBreaker(cooldown_s=1.0, failure_threshold=1, clock=Clock())
+    await breaker.wait_closed()  # closed: returns at once
+    breaker.record_failure()
+    waiter = asyncio.create_task(breaker.wait_closed())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    breaker.record_success()
+    await asyncio.wait_for(waiter, 1)

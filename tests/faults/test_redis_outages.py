@@ -123,10 +123,6 @@ async def test_redis_restarted_mid_run(start_service: StartService, server: Redi
     await run_outage(service, fault=kill, recover=restart)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: service.events.Events._read_forever reconnects on its own backoff, not the breaker's",
-)
 async def test_a_dead_redis_gets_at_most_one_connection_attempt_per_cool_down(
     start_service: StartService, server: RedisServer, proxy: TcpProxy
 ) -> None:

@@ -113,11 +113,6 @@ async def test_admin_endpoints_are_off_without_a_token(
     assert response.status == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Predictions._compute_and_store writes entries larger than MAX_ENTRY_BYTES, "
-    "which CachedPrediction.decode then refuses, so that key is never a hit",
-)
 async def test_an_entry_over_the_size_cap_is_never_written(
     start_service: StartService, server: RedisServer
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -137,6 +138,7 @@ class RedisBackend:
         self._metrics = metrics
         self._timeout_s = timeout_s
         self._owns_client = owns_client
+        self._refusal_logged_at: dict[str, float] = {}
 
     @property
     def state(self) -> CacheState:
@@ -173,7 +175,12 @@ class RedisBackend:
             # OOM under noeviction, READONLY replica, WRONGTYPE: Redis is reachable but refused this
             # command. Fail this one request open without opening the breaker for everybody.
             self.breaker.record_success()
-            log.warning("redis %s refused: %s", command, exc)
+            self._metrics.cache_refusals.inc()
+            # Under OOM every write is refused: one line per command per cool-down, not per request.
+            now = time.monotonic()
+            if now - self._refusal_logged_at.get(command, -math.inf) >= self.breaker.cooldown_s:
+                self._refusal_logged_at[command] = now
+                log.warning("redis %s refused: %s", command, exc)
             return Miss.UNAVAILABLE
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(command, exc)

@@ -40,6 +40,11 @@ class Metrics:
             "cache writes that failed (the request was still served)",
             registry=r,
         )
+        self.cache_refusals = Counter(
+            "predcache_redis_refusals",
+            "Redis commands refused by a reachable Redis (OOM, READONLY)",
+            registry=r,
+        )
         self.breaker_opened = Counter(
             "predcache_redis_breaker_opened", "times the Redis circuit breaker opened", registry=r
         )

@@ -85,7 +85,7 @@ def _timed(name: str, benchmark: Callable[[], dict[str, object]]) -> dict[str, o
 def run_all(quick: bool) -> dict[str, object]:
     if quick:
         hit = hitpath.HitPathSettings(duration_s=1.0, repeats=1, warmup_s=0.0)
-        burst = stampede.StampedeSettings(requests=300, model_latency_s=0.5)
+        burst = stampede.StampedeSettings(requests=300, model_latency_s=0.5, trials=1)
         steady = expiry.ExpirySettings(duration_s=5.0)
         ceiling = {"duration_s": 1.0, "repeats": 1}
     else:

@@ -19,6 +19,7 @@ from service.cache import create_redis_client
 from service.config import Settings
 from service.model import Predictor
 from tests.support.redis_server import RedisServer
+from tests.support.tcp_proxy import TcpProxy
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -50,6 +51,20 @@ def private_redis() -> Iterator[RedisServer]:
         _no_redis("no redis-server on PATH")
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def server(private_redis: RedisServer) -> RedisServer:
+    """The fault tests' name for the private redis-server they stop, freeze, kill and restart."""
+    return private_redis
+
+
+@pytest.fixture
+async def proxy(private_redis: RedisServer) -> AsyncIterator[TcpProxy]:
+    """The fault-injecting proxy in front of the private redis-server."""
+    proxy = await TcpProxy("127.0.0.1", private_redis.port).start()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import gc
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -27,19 +26,6 @@ def client_for(url: str, timeout_s: float = 0.3) -> Redis:
     return Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
     )
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def proxy(server: RedisServer) -> AsyncIterator[TcpProxy]:
-    proxy = await TcpProxy("127.0.0.1", server.port).start()
-    yield proxy
-    await proxy.close()
 
 
 async def round_trip_s(client: Redis) -> float:

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +22,6 @@ from service.cache import RedisBackend, create_redis_client
 from service.predictions import Predictions
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
-from tests.support.redis_server import RedisServer
-from tests.support.tcp_proxy import TcpProxy
 
 # Short budgets so a whole outage fits in a second or two of test time.
 REDIS_TIMEOUT_S = 0.05
@@ -129,21 +127,6 @@ class Service:
 
 
 StartService = Callable[..., Awaitable[Service]]
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A redis-server of this test's own, which it may stop, freeze, kill and restart."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def proxy(server: RedisServer) -> AsyncIterator[TcpProxy]:
-    """The fault proxy in front of `server`."""
-    proxy = await TcpProxy("127.0.0.1", server.port).start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture

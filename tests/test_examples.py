@@ -21,4 +21,3 @@ async def test_linear_model_plugs_in_by_name(make_client: MakeClient) -> None:
     # The history trends upwards, so five minutes ahead is above the last price seen.
     assert body["predicted_price"] > 3_100.0
     assert (await client.get("/predict?pair=SOL-USD")).status == 404
-

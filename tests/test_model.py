@@ -72,7 +72,8 @@ async def test_a_sync_model_runs_off_the_event_loop(executor: ThreadPoolExecutor
         await asyncio.sleep(0.01)
         ticks += 1
     assert await task == model.value("ETH-EUR")
-    assert ticks >= 10, "the loop kept running while the model worked"
+    # A model blocking the loop would finish before the first tick; 3 leaves room for a busy machine.
+    assert ticks >= 3, "the loop kept running while the model worked"
 
 
 async def test_demo_model_predicts_its_pairs_and_prices_move() -> None:

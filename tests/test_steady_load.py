@@ -32,8 +32,10 @@ def test_no_request_waits_for_the_model_after_warm_up(private_redis: RedisServer
     run = orjson.loads(report.read_bytes())
     assert run["errors"] == 0
     assert run["requests"] >= 500
-    assert "MISS" not in run["classes"]
-    # Well under the model's latency: every answer came from the cache, fresh or stale.
-    assert run["latency_ms"]["max"] < MODEL_LATENCY_S * 1000 / 2
+    # No request waited for the model: every answer came from the cache, fresh or stale...
+    assert set(run["classes"]) <= {"HIT", "STALE"}
+    # ...and well under the model's latency (p99, not max: on a shared two-core machine one
+    # scheduling hiccup can exceed any bound; the max is the benchmark's business).
+    assert run["latency_ms"]["p99"] < MODEL_LATENCY_S * 1000 / 2
     # About one call per TTL (6 s at TTL 1 s, jittered and refreshed a little early), plus warm-up.
     assert 4 <= calls <= 10

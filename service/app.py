@@ -18,7 +18,7 @@ from service.events import Events
 from service.handlers import add_routes
 from service.lease import Leases
 from service.metrics import Metrics
-from service.middleware import count_requests, errors_as_json
+from service.middleware import errors_and_metrics
 from service.model import ModelRunner, Predictor, build_predictor
 from service.predictions import Fleet, Predictions
 
@@ -32,7 +32,7 @@ def create_app(
 ) -> web.Application:
     """The service. `redis` and `model` replace the ones the settings name (tests, embedding)."""
     app = web.Application(
-        middlewares=[count_requests, errors_as_json],
+        middlewares=[errors_and_metrics],
         # aiohttp answers request lines over 8 KiB itself, in plain text; up to 32 KiB they reach
         # our handlers and get the same JSON 400 as every other bad input.
         handler_args={"max_line_size": 32 * 1024},

@@ -147,6 +147,18 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
             "ms",
         )
         found.append(result)
+    p999_at_server = _number(predcache, "p999_uncorrected_ms")
+    if hit_p99 is not None and p999_at_server is not None:
+        found.append(
+            _at_most(
+                "expiry_p999_at_server",
+                f"expiry p99.9 from the send (without the tester's late starts) <= "
+                f"{EXPIRY_P999_MAX_HIT_P99_MULTIPLE:g}x hit p99",
+                p999_at_server,
+                EXPIRY_P999_MAX_HIT_P99_MULTIPLE * hit_p99,
+                "ms",
+            )
+        )
     hit_class_p99 = _number(predcache, "hit_class_p99_ms")
     if hit_class_p99 is not None and p999 is not None:
         found.append(

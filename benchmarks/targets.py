@@ -44,8 +44,8 @@ def _at_least(name: str, target: str, measured: float | None, bound: float, unit
         return TargetResult(name, target, "not measured", None, "")
     met = measured >= bound
     gap = measured - bound
-    margin = f"{'above' if met else 'short'} by {abs(gap):.2f}{unit} ({abs(gap) / bound:.0%})"
-    return TargetResult(name, target, f"{measured:.2f}{unit}", met, margin)
+    margin = f"{'above' if met else 'short'} by {abs(gap):.3f}{unit} ({abs(gap) / bound:.1%})"
+    return TargetResult(name, target, f"{measured:.3f}{unit}", met, margin)
 
 
 def _at_most(name: str, target: str, measured: float | None, bound: float, unit: str) -> TargetResult:

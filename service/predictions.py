@@ -148,7 +148,7 @@ class Predictions:
         if near is not None and near.until > time.monotonic():
             generation, cached = near.generation, near.entry
         else:
-            generation, cached = await self._read(key, pair)
+            generation, cached = await self._read(key, pair, count=True)
         newer_than = -math.inf
         if cached is not None:
             age_s = now - cached.predicted_at
@@ -219,20 +219,22 @@ class Predictions:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    async def _read(self, key: str, pair: str) -> tuple[int, CachedPrediction | None]:
-        """The current generation and the entry of it under `key`; counts an unreachable cache."""
+    async def _read(self, key: str, pair: str, *, count: bool = False) -> tuple[int, CachedPrediction | None]:
+        """The current generation and the entry of it under `key`. With `count`, a lookup that
+        finds nothing usable is counted as a miss, or as an error when the cache did not answer."""
         assert self.cache is not None
         values = await self.cache.get_many((self.generation_key, key))
         if isinstance(values, Miss):
-            self._metrics.cache_error.inc()
+            if count:
+                self._metrics.cache_error.inc()
             return 0, None
         raw_generation, raw = values
         generation = int(raw_generation) if raw_generation is not None else 0
-        if raw is None:
-            return generation, None
-        # Corrupt, foreign or of an older generation: a miss, overwritten by the model's answer.
-        entry = CachedPrediction.decode(key, pair, raw)
+        # Absent, corrupt, foreign or of an older generation: a miss, overwritten by the model's answer.
+        entry = None if raw is None else CachedPrediction.decode(key, pair, raw)
         if entry is None or entry.generation != generation:
+            if count:
+                self._metrics.cache_miss.inc()
             return generation, None
         self._remember_near(entry, generation)
         return generation, entry

@@ -246,3 +246,16 @@ async def test_corrupt_value_in_redis_is_a_miss_and_is_overwritten(
     assert stored.endswith(await response.read())
     assert (await client.get("/predict?pair=ETH-GBP")).headers["X-Cache"] == "HIT"
     assert model.total_calls == 1
+
+
+async def test_lookup_metrics_count_every_result(
+    make_client: MakeClient, redis: Redis, model_version: str
+) -> None:
+    """A cold lookup is a miss, a warm one a hit, each counted once."""
+    client = await make_client(model=CountingModel(version=model_version), redis=redis)
+    await client.get("/predict?pair=ETH-EUR")
+    await client.get("/predict?pair=ETH-EUR")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'predcache_cache_lookups_total{result="miss"} 1.0' in metrics
+    assert 'predcache_cache_lookups_total{result="hit"} 1.0' in metrics
+    assert 'predcache_cache_lookups_total{result="error"} 0.0' in metrics

@@ -277,6 +277,11 @@ class Predictions:
                     return await self._compute_and_store(key, pair, generation)
                 if token is not None:
                     async with leases.held(key, token):
+                        # Check again under the lease: the previous holder may have stored and
+                        # released between our last read and our SET NX.
+                        generation, entry = await self._read(key, pair)
+                        if entry is not None and entry.predicted_at > newer_than:
+                            return Filled(entry, stored=False, from_other_replica=True)
                         filled = await self._compute_and_store(key, pair, generation)
                     if filled.stored:
                         await events.publish(key)

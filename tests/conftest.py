@@ -24,7 +24,7 @@ from tests.support.tcp_proxy import TcpProxy
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
-def _no_redis(reason: str) -> None:
+def no_redis(reason: str) -> None:
     # Locally a missing Redis skips; CI (.ci/run sets PREDCACHE_REQUIRE_REDIS) must not pass by skipping.
     if os.environ.get("PREDCACHE_REQUIRE_REDIS"):
         pytest.fail(f"{reason}, and PREDCACHE_REQUIRE_REDIS is set")
@@ -39,7 +39,7 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     if shutil.which("redis-server") is None:
-        _no_redis("no REDIS_URL and no redis-server on PATH")
+        no_redis("no REDIS_URL and no redis-server on PATH")
     with RedisServer() as server:
         yield server.url
 
@@ -48,7 +48,7 @@ def redis_url() -> Iterator[str]:
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own, which it may stop, freeze or kill."""
     if shutil.which("redis-server") is None:
-        _no_redis("no redis-server on PATH")
+        no_redis("no redis-server on PATH")
     with RedisServer() as server:
         yield server
 

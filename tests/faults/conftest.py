@@ -20,7 +20,7 @@ from service import keys
 from service.breaker import CircuitBreaker
 from service.cache import RedisBackend, create_redis_client
 from service.predictions import Predictions
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, no_redis
 from tests.support.models import CountingModel
 
 # Short budgets so a whole outage fits in a second or two of test time.
@@ -49,7 +49,7 @@ LEAK_MESSAGES = ("Task was destroyed", "exception was never retrieved", "never r
 @pytest.fixture(autouse=True)
 def _needs_redis_server() -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip("no redis-server on PATH: the fault suite starts its own")
+        no_redis("no redis-server on PATH: the fault suite starts its own")
 
 
 class CountingBreaker(CircuitBreaker):

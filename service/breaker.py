@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 
 class CircuitBreaker:
-    """Closed: every call goes through. After `failure_threshold` failures in a row it opens: calls are
-    refused at once for `cooldown_s`. Then exactly one call (the probe) goes through; its success closes
-    the breaker, its failure opens it for another cool-down. The probe slot is taken in `allow()`, so
-    a thousand requests arriving together after the cool-down still send Redis one probe.
+    """Closed: every call goes through. After `failure_threshold` failures in a row (or one that trips
+    it) it opens: calls are refused at once for `cooldown_s`. Then exactly one call (the probe) goes
+    through; its success closes the breaker, its failure opens it for another cool-down. The probe
+    slot is taken in `allow()`, so a thousand requests arriving together after the cool-down still
+    send Redis one probe.
     """
 
     def __init__(
@@ -63,9 +64,10 @@ class CircuitBreaker:
             self._closed_again.set()
             self._closed_again = None
 
-    def record_failure(self) -> None:
+    def record_failure(self, *, trip: bool = False) -> None:
+        """Count a failure; `trip` opens the breaker at once, for failures too costly to repeat."""
         self._failures += 1
-        if self._probing or self._failures >= self.failure_threshold:
+        if trip or self._probing or self._failures >= self.failure_threshold:
             if self._open_until is None:
                 self.times_opened += 1
             self._open_until = self._clock() + self.cooldown_s

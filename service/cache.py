@@ -19,6 +19,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.breaker import CircuitBreaker
 from service.metrics import Metrics
@@ -199,7 +200,10 @@ class RedisBackend:
 
     def _failed(self, command: str, exc: BaseException) -> None:
         was_closed = self.breaker.is_closed
-        self.breaker.record_failure()
+        # A timeout costs the request the whole budget; a request makes up to three commands (read,
+        # lease, write), so waiting for three timeouts would add three budgets to its latency. One
+        # timeout opens the breaker; a refused connection costs nothing and counts towards three.
+        self.breaker.record_failure(trip=isinstance(exc, TimeoutError | RedisTimeoutError))
         if was_closed and not self.breaker.is_closed:
             self._metrics.breaker_opened.inc()
             log.warning(

@@ -76,3 +76,9 @@ async def test_wait_closed_returns_when_a_probe_succeeds() -> None:
     assert not waiter.done()
     breaker.record_success()
     await asyncio.wait_for(waiter, 1)
+
+
+def test_a_tripping_failure_opens_at_once() -> None:
+    breaker = CircuitBreaker(cooldown_s=1.0, failure_threshold=3, clock=Clock())
+    breaker.record_failure(trip=True)
+    assert not breaker.is_closed

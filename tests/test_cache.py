@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 from redis.asyncio import Redis
@@ -9,6 +11,7 @@ from redis.asyncio import Redis
 from service.breaker import CircuitBreaker
 from service.cache import MemoryBackend, Miss, RedisBackend, create_redis_client
 from service.metrics import Metrics
+from tests.support.redis_server import RedisServer
 
 
 class Clock:
@@ -89,3 +92,20 @@ async def test_refused_commands_fail_open_without_opening_the_breaker(error: str
     for _ in range(5):
         assert not await backend.set("k", b"v", 1)
     assert backend.state == "ok"
+
+
+async def test_a_frozen_redis_costs_a_request_one_budget_not_three(private_redis: RedisServer) -> None:
+    """After one command times out, the request's lease and write are not sent into the same wall."""
+    client = create_redis_client(private_redis.url, timeout_s=0.1, max_connections=4)
+    backend = RedisBackend(client, metrics=Metrics(), timeout_s=0.1, breaker=CircuitBreaker(cooldown_s=30))
+    try:
+        assert await backend.get_many(["k"]) == [None]
+        private_redis.freeze()
+        started = time.monotonic()
+        assert await backend.get_many(["k"]) is Miss.UNAVAILABLE
+        assert not await backend.set("k", b"v", 1)
+        assert await backend.incr("lease") is Miss.UNAVAILABLE
+        assert time.monotonic() - started < 0.25
+    finally:
+        private_redis.thaw()
+        await backend.close()

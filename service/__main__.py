@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -28,11 +29,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.workers == 1:
         serve(settings, model)
-        return 0
     return supervise(settings, model)
 
 
-def serve(settings: Settings, model: Predictor) -> None:
+def serve(settings: Settings, model: Predictor) -> NoReturn:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
@@ -51,6 +51,10 @@ def serve(settings: Settings, model: Predictor) -> None:
         print=lambda line: logging.getLogger("service").info("%s", line.strip()),
         loop=loop,
     )
+    # Requests have drained and Redis is closed. A synchronous model call past its timeout may still
+    # hold a thread, which the interpreter would join at exit; nothing is left to lose, so leave now.
+    logging.shutdown()
+    os._exit(0)
 
 
 def supervise(settings: Settings, model: Predictor) -> int:

@@ -96,36 +96,36 @@ async def _redis_backend(settings: Settings, redis: Redis | None, metrics: Metri
 def predictions_context(settings: Settings, model: Predictor | None) -> Context:
     async def context(app: web.Application) -> AsyncIterator[None]:
         predictor = model if model is not None else build_predictor(settings)
-        with ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model") as executor:
-            runner = ModelRunner(predictor, timeout_s=settings.model_timeout_s, executor=executor)
-            cache = app[keys.CACHE]
-            fleet = None
-            if isinstance(cache, RedisBackend):
-                # Replicas sharing this Redis share model calls too: leases plus "stored" events.
-                fleet = Fleet(
-                    Leases(cache, lease_ttl_s=settings.lease_ttl_s),
-                    Events(cache, channel=f"predcache:{runner.version}:events"),
-                )
-                fleet.events.start()
-            predictions = Predictions(
-                runner=runner,
-                cache=cache,
-                metrics=app[keys.METRICS],
-                ttl_s=settings.ttl_s,
-                grace_s=settings.grace_s,
-                xfetch_beta=settings.xfetch_beta,
-                # A waiter gives up on another replica's call after the longest a call may take.
-                lease_wait_s=settings.model_timeout_s + settings.lease_ttl_s,
-                near_ttl_s=settings.near_ttl_s,
-                near_max_entries=settings.cache_max_entries,
-                fleet=fleet,
+        # Not a `with` block: its exit waits for model threads, and a hung synchronous model would
+        # then hold up shutdown for ever. Threads still busy at exit are abandoned (see __main__).
+        executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model")
+        runner = ModelRunner(predictor, timeout_s=settings.model_timeout_s, executor=executor)
+        cache = app[keys.CACHE]
+        fleet = None
+        if isinstance(cache, RedisBackend):
+            # Replicas sharing this Redis share model calls too: leases plus "stored" events.
+            fleet = Fleet(
+                Leases(cache, lease_ttl_s=settings.lease_ttl_s),
+                Events(cache, channel=f"predcache:{runner.version}:events"),
             )
-            app[keys.PREDICTIONS] = predictions
-            log.info("model %s loaded (%s)", runner.version, settings.model)
-            yield
-            await predictions.in_flight.close()
-            if fleet is not None:
-                await fleet.events.close()
-            executor.shutdown(wait=False, cancel_futures=True)
+            fleet.events.start()
+        predictions = Predictions(
+            runner=runner,
+            cache=cache,
+            metrics=app[keys.METRICS],
+            ttl_s=settings.ttl_s,
+            grace_s=settings.grace_s,
+            xfetch_beta=settings.xfetch_beta,
+            near_ttl_s=settings.near_ttl_s,
+            near_max_entries=settings.cache_max_entries,
+            fleet=fleet,
+        )
+        app[keys.PREDICTIONS] = predictions
+        log.info("model %s loaded (%s)", runner.version, settings.model)
+        yield
+        await predictions.in_flight.close()
+        if fleet is not None:
+            await fleet.events.close()
+        executor.shutdown(wait=False, cancel_futures=True)
 
     return context

@@ -77,7 +77,8 @@ class MemoryBackend:
     def _get(self, key: str) -> bytes | None:
         item = self._entries.get(key)
         if item is None:
-            return None
+            counter = self._counters.get(key)
+            return None if counter is None else str(counter).encode()
         expires_at, value = item
         if self._clock() >= expires_at:
             del self._entries[key]

@@ -68,7 +68,9 @@ class Events:
             pubsub = self._backend.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
-                while True:
+                # redis-py's PubSub reconnects by itself inside get_message; stop reading while the
+                # breaker is open, or it would keep dialling a dead Redis once a second.
+                while breaker.is_closed:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
                         data = message["data"]

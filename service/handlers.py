@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import time
 
 import orjson
@@ -16,6 +17,7 @@ from service.pair import parse_pair
 from service.predictions import ANY_AGE, Answer, Freshness, Outcome, Predictions
 
 JSON = "application/json"
+_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
 def pair_from_query(request: web.Request) -> str:
@@ -39,9 +41,11 @@ def freshness_from_headers(request: web.Request) -> Freshness:
         if name == "no-cache":
             no_cache = True
         elif name == "max-age":
-            if not value.strip('"').isdigit():
+            seconds = value.strip('"')
+            # ASCII digits only: str.isdigit() also accepts "³", which int() then refuses.
+            if not _SECONDS.fullmatch(seconds):
                 raise InvalidCacheControl(f"max-age must be a whole number of seconds, got {value!r}")
-            max_age_s = float(value.strip('"'))
+            max_age_s = float(seconds)
     return Freshness(no_cache=no_cache, max_age_s=max_age_s)
 
 
@@ -82,7 +86,9 @@ def require_admin(request: web.Request) -> None:
         raise web.HTTPNotFound()
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # compare_digest takes the same time wherever the strings differ: no guessing by timing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # aiohttp decodes header bytes with surrogateescape; encode them back the same way.
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token.encode()):
         raise Unauthorized("this endpoint needs Authorization: Bearer <ADMIN_TOKEN>")
 
 

@@ -58,26 +58,30 @@ class ModelRunner:
         self.horizon_s = int(getattr(predictor, "horizon_seconds", DEFAULT_HORIZON_S))
         pairs: Collection[str] | None = getattr(predictor, "pairs", None)
         self.pairs = None if pairs is None else frozenset(pairs)
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._executor = executor
         self._is_async = inspect.iscoroutinefunction(predictor.predict)
 
     def supports(self, pair: str) -> bool:
         return self.pairs is None or pair in self.pairs
 
-    async def predict(self, pair: str) -> float:
-        """The model's finite prediction for `pair`; ModelError or ModelTimeout otherwise."""
+    async def predict(self, pair: str, *, deadline: float | None = None) -> float:
+        """The model's finite prediction for `pair`; ModelError or ModelTimeout otherwise.
+
+        `deadline` (event-loop time) shortens the model timeout for a call that already waited."""
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.timeout_s
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout_at(deadline):
                 if self._is_async:
                     value = await self.predictor.predict(pair)  # type: ignore[misc]
                 else:
                     # A thread cannot be cancelled: on timeout the waiters get 504 and the thread
                     # finishes on its own; the bounded pool keeps such leftovers from piling up.
-                    loop = asyncio.get_running_loop()
                     value = await loop.run_in_executor(self._executor, self.predictor.predict, pair)
         except TimeoutError:
-            raise ModelTimeout(pair, self._timeout_s) from None
+            raise ModelTimeout(pair, self.timeout_s) from None
         except Exception as exc:
             raise ModelError(pair, f"{type(exc).__name__}: {exc}") from exc
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from service.cache import CacheBackend, Miss
 from service.entry import MAX_ENTRY_BYTES, CachedPrediction
-from service.errors import PredcacheError, UnknownPair
+from service.errors import ModelTimeout, PredcacheError, UnknownPair
 from service.events import Events
 from service.lease import Leases
 from service.metrics import Metrics
@@ -100,7 +100,6 @@ class Predictions:
         ttl_s: float,
         grace_s: float,
         xfetch_beta: float,
-        lease_wait_s: float,
         near_ttl_s: float = 0.0,
         near_max_entries: int = 10_000,
         fleet: Fleet | None = None,
@@ -113,7 +112,6 @@ class Predictions:
         self.grace_s = grace_s
         self.fleet = fleet
         self._xfetch_beta = xfetch_beta
-        self._lease_wait_s = lease_wait_s
         self._metrics = metrics
         self._clock = clock
         self._random = rng or random.Random()
@@ -126,6 +124,7 @@ class Predictions:
         # and every replica drops them when any replica stores, deletes or invalidates (see events).
         self._near: dict[str, NearEntry] = {}
         self._near_ttl_s = near_ttl_s
+        self._near_epoch = 0
         self._near_max_entries = near_max_entries
         if fleet is not None:
             fleet.events.add_listener(self._forget_near)
@@ -181,34 +180,43 @@ class Predictions:
         return Answer(filled.entry, Outcome.MISS, collapsed=collapsed, stored=filled.stored and not joined)
 
     async def invalidate(self, pair: str) -> bool:
-        """Forget `pair`'s prediction on every replica; False when the cache could not be reached."""
+        """Forget `pair`'s prediction on every replica; False when the cache could not be reached.
+
+        It bumps the pair's own generation rather than deleting the value: a model call already in
+        flight for the pair stores its answer under the old generation, which readers then ignore.
+        """
         key = self.key_for(pair)
-        self._forget_near(key)
-        if self.cache is None or not await self.cache.delete(key):
-            return self.cache is None
-        if self.fleet is not None:
-            await self.fleet.events.publish(key)
-        return True
+        return await self._bump(self._pair_generation_key(key), forget=key)
 
     async def invalidate_all(self) -> bool:
         """Forget every prediction of this model version at once, in O(1): readers ignore entries
         written in an older generation, and Redis expires them as usual."""
-        self._forget_near(self.generation_key)
-        if self.cache is None or isinstance(await self.cache.incr(self.generation_key), Miss):
+        return await self._bump(self.generation_key, forget=self.generation_key)
+
+    async def _bump(self, counter_key: str, *, forget: str) -> bool:
+        self._forget_near(forget)
+        if self.cache is None or isinstance(await self.cache.incr(counter_key), Miss):
             return self.cache is None
         if self.fleet is not None:
-            await self.fleet.events.publish(self.generation_key)
+            await self.fleet.events.publish(forget)
         return True
 
+    @staticmethod
+    def _pair_generation_key(key: str) -> str:
+        return key + ":generation"
+
     def _forget_near(self, message: str) -> None:
-        """A replica stored or deleted `message` (a key), or moved to a new generation."""
+        """A replica stored or invalidated `message` (a key), or moved to a new generation."""
+        # Reads and fills in flight now may carry what was just forgotten: they must not put it back.
+        self._near_epoch += 1
         if message == self.generation_key:
             self._near.clear()
         else:
             self._near.pop(message, None)
 
-    def _remember_near(self, entry: CachedPrediction, generation: int) -> None:
-        if self._near_ttl_s <= 0:
+    def _remember_near(self, entry: CachedPrediction, generation: int, epoch: int) -> None:
+        """Keep `entry` in process, unless something was forgotten since `epoch` (when it was read)."""
+        if self._near_ttl_s <= 0 or epoch != self._near_epoch:
             return
         if len(self._near) >= self._near_max_entries:
             self._near.clear()  # crude but bounded; entries come back on the next read
@@ -223,20 +231,22 @@ class Predictions:
         """The current generation and the entry of it under `key`. With `count`, a lookup that
         finds nothing usable is counted as a miss, or as an error when the cache did not answer."""
         assert self.cache is not None
-        values = await self.cache.get_many((self.generation_key, key))
+        epoch = self._near_epoch
+        values = await self.cache.get_many((self.generation_key, self._pair_generation_key(key), key))
         if isinstance(values, Miss):
             if count:
                 self._metrics.cache_error.inc()
             return 0, None
-        raw_generation, raw = values
-        generation = int(raw_generation) if raw_generation is not None else 0
+        raw_all, raw_pair, raw = values
+        # Both counters only grow, so their sum changes whenever either is bumped.
+        generation = int(raw_all or 0) + int(raw_pair or 0)
         # Absent, corrupt, foreign or of an older generation: a miss, overwritten by the model's answer.
         entry = None if raw is None else CachedPrediction.decode(key, pair, raw)
         if entry is None or entry.generation != generation:
             if count:
                 self._metrics.cache_miss.inc()
             return generation, None
-        self._remember_near(entry, generation)
+        self._remember_near(entry, generation, epoch)
         return generation, entry
 
     def _refresh_in_background(self, key: str, pair: str, generation: int, newer_than: float) -> bool:
@@ -261,12 +271,15 @@ class Predictions:
     # -- filling ------------------------------------------------------------------------------------
 
     async def _fill(self, key: str, pair: str, generation: int, newer_than: float) -> Filled:
-        """A prediction newer than `newer_than`: computed here, or by the replica holding the lease."""
-        if self.fleet is None:
-            return await self._compute_and_store(key, pair, generation)
-        leases, events = self.fleet.leases, self.fleet.events
+        """A prediction newer than `newer_than`: computed here, or by the replica holding the lease.
+
+        The whole fill, waiting for another replica included, is bounded by the model timeout, so a
+        holder whose model hangs cannot make its waiters pay for a second timeout of their own."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._lease_wait_s
+        deadline = loop.time() + self.runner.timeout_s
+        if self.fleet is None:
+            return await self._compute_and_store(key, pair, generation, deadline)
+        leases, events = self.fleet.leases, self.fleet.events
         waited = False
         # Watch before the first attempt: a "stored" event published after this line is never missed.
         with events.watch(key) as stored_elsewhere:
@@ -274,7 +287,7 @@ class Predictions:
                 token = await leases.try_acquire(key)
                 if isinstance(token, Miss):
                     self._metrics.lease_fallbacks.inc()  # Redis is down: this replica's single-flight only
-                    return await self._compute_and_store(key, pair, generation)
+                    return await self._compute_and_store(key, pair, generation, deadline)
                 if token is not None:
                     async with leases.held(key, token):
                         # Check again under the lease: the previous holder may have stored and
@@ -282,7 +295,7 @@ class Predictions:
                         generation, entry = await self._read(key, pair)
                         if entry is not None and entry.predicted_at > newer_than:
                             return Filled(entry, stored=False, from_other_replica=True)
-                        filled = await self._compute_and_store(key, pair, generation)
+                        filled = await self._compute_and_store(key, pair, generation, deadline)
                     if filled.stored:
                         await events.publish(key)
                     return filled
@@ -292,7 +305,7 @@ class Predictions:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     self._metrics.lease_timeouts.inc()
-                    return await self._compute_and_store(key, pair, generation)
+                    raise ModelTimeout(pair, self.runner.timeout_s)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(LEASE_POLL_S, remaining)):
                         await stored_elsewhere.wait()
@@ -301,9 +314,10 @@ class Predictions:
                 if entry is not None and entry.predicted_at > newer_than:
                     return Filled(entry, stored=False, from_other_replica=True)
 
-    async def _compute_and_store(self, key: str, pair: str, generation: int) -> Filled:
+    async def _compute_and_store(self, key: str, pair: str, generation: int, deadline: float) -> Filled:
         assert self.cache is not None
-        entry = await self._predict(key, pair, generation)
+        epoch = self._near_epoch
+        entry = await self._predict(key, pair, generation, deadline)
         raw = entry.encode()
         if len(raw) > MAX_ENTRY_BYTES:
             # Readers refuse values over the cap, so writing one would only cost a round trip.
@@ -319,15 +333,19 @@ class Predictions:
         stored = await self.cache.set(key, raw, entry.fresh_s + self.grace_s)
         if stored:
             self._metrics.cache_writes.inc()
-            self._remember_near(entry, generation)
+        # Even unstored (Redis down), the fresh answer replaces a stale near copy, which would
+        # otherwise start refresh after refresh until it expired.
+        self._remember_near(entry, generation, epoch)
         return Filled(entry, stored=stored, from_other_replica=False)
 
-    async def _predict(self, key: str, pair: str, generation: int) -> CachedPrediction:
+    async def _predict(
+        self, key: str, pair: str, generation: int, deadline: float | None = None
+    ) -> CachedPrediction:
         metrics = self._metrics
         metrics.model_calls.inc()
         started = time.perf_counter()
         try:
-            price = await self.runner.predict(pair)
+            price = await self.runner.predict(pair, deadline=deadline)
         except PredcacheError:
             metrics.model_errors.inc()
             raise

@@ -27,20 +27,24 @@ class SingleFlight(Generic[K, V]):
         return len(self._tasks)
 
     def __contains__(self, key: K) -> bool:
-        return key in self._tasks
+        task = self._tasks.get(key)
+        return task is not None and not task.done()
 
     async def do(self, key: K, call: Callable[[], Coroutine[Any, Any, V]]) -> tuple[V, bool]:
         """`call()`'s result, and whether it was shared with a call already in flight."""
         task = self._tasks.get(key)
-        joined = task is not None
-        if task is None:
+        # A task that is done but not yet forgotten (its callback runs on the next loop step) is
+        # not in flight: joining it would hand a newcomer an old error.
+        joined = task is not None and not task.done()
+        if not joined:
             task = self.start(key, call)
+        assert task is not None
         return await asyncio.shield(task), joined
 
     def start(self, key: K, call: Callable[[], Coroutine[Any, Any, V]]) -> asyncio.Task[V]:
         """Start `call()` for `key` unless one is in flight; return the task either way."""
         task = self._tasks.get(key)
-        if task is None:
+        if task is None or task.done():
             task = asyncio.create_task(call())
             self._tasks[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))

@@ -66,15 +66,20 @@ async def test_zero_grace_turns_stale_serving_off(
 async def test_early_refresh_happens_before_expiry(make_client: MakeClient, model_version: str) -> None:
     """With a large beta, a reader refreshes before the TTL is up and nobody sees a miss or stale."""
     model = CountingModel(version=model_version, latency_s=0.05)
-    client = await make_client(model=model, ttl_s=0.5, stale_s=0.0, xfetch_beta=50.0)
+    # With beta this large the drawn refresh age is almost always 0; the draw is random, so allow
+    # the rare entry whose refresh starts too late to finish before expiry.
+    client = await make_client(model=model, ttl_s=0.5, stale_s=0.0, xfetch_beta=1000.0)
     await client.get("/predict?pair=XRP-USD")
     outcomes = []
     for _ in range(20):
         await asyncio.sleep(0.05)
         outcomes.append((await client.get("/predict?pair=XRP-USD")).headers["X-Cache"])
-    assert set(outcomes) == {"HIT"}
+    assert outcomes.count("MISS") <= 1
+    assert "STALE" not in outcomes
     assert model.total_calls >= 2
-    assert "predcache_early_refreshes_total" in await (await client.get("/metrics")).text()
+    early = [line for line in (await (await client.get("/metrics")).text()).splitlines()
+             if line.startswith("predcache_early_refreshes_total ")]  # fmt: skip
+    assert float(early[0].split()[1]) >= 1
 
 
 async def test_no_cache_forces_one_shared_fresh_prediction(

@@ -108,3 +108,10 @@ class SyncCpuModel(_TestModel):
         else:
             time.sleep(self.latency_s)
         return self._answer(pair)
+
+
+def hung_sync_model() -> SyncCpuModel:
+    """A zero-argument factory for `--model`: a synchronous model stuck in its thread for 60 s."""
+    model = SyncCpuModel(version="hung-sync", latency_s=60.0)
+    model.burn_cpu = False
+    return model

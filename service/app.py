@@ -123,7 +123,7 @@ def predictions_context(settings: Settings, model: Predictor | None) -> Context:
         app[keys.PREDICTIONS] = predictions
         log.info("model %s loaded (%s)", runner.version, settings.model)
         yield
-        await predictions.in_flight.close()
+        await predictions.close()
         if fleet is not None:
             await fleet.events.close()
         executor.shutdown(wait=False, cancel_futures=True)

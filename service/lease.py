@@ -10,7 +10,8 @@ The race it prevents, step by step:
 2. A: `SET lease:K tokenA NX PX ttl` succeeds; A calls the model and renews the lease while it runs.
 3. B: the same SET fails; B waits for K's "stored" event (pub/sub), re-reading K on each wake-up and
    on a slow poll, and retrying the SET in case A died.
-4. A stores K, publishes the event, and deletes the lease only if it still holds tokenA.
+4. A stores K, answers its own waiters, then publishes the event and deletes the lease only if it
+   still holds tokenA (those two off the response path).
 5. B wakes, reads K and serves A's prediction: one model call for the fleet.
 If A dies between 2 and 4, its lease expires after at most `lease_ttl_s`; B's next retry takes it.
 """
@@ -71,8 +72,8 @@ class Leases:
         return token if taken else None
 
     @contextlib.asynccontextmanager
-    async def held(self, key: str, token: str) -> AsyncIterator[None]:
-        """Keep the lease alive while the body runs (a slow model), then release it."""
+    async def renewing(self, key: str, token: str) -> AsyncIterator[None]:
+        """Keep the lease alive while the body runs (a slow model); `release` it afterwards."""
         renewer = asyncio.create_task(self._renew(key, token))
         try:
             yield
@@ -80,7 +81,9 @@ class Leases:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            await self._backend.call("EVALSHA release", lambda: self._release([self.lease_key(key)], [token]))
+
+    async def release(self, key: str, token: str) -> None:
+        await self._backend.call("EVALSHA release", lambda: self._release([self.lease_key(key)], [token]))
 
     async def _renew(self, key: str, token: str) -> None:
         # Renew at a third of the lifetime: two renewals can fail before the lease lapses.

@@ -16,8 +16,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from service.cache import CacheBackend, Miss
 from service.entry import MAX_ENTRY_BYTES, CachedPrediction
@@ -119,6 +120,7 @@ class Predictions:
         self._prefix = f"predcache:{runner.version}:"
         self.generation_key = self._prefix + "generation"
         self.in_flight: SingleFlight[str, Filled] = SingleFlight()
+        self._background: set[asyncio.Task[None]] = set()
         # Decoded entries kept in process for `near_ttl_s`, so most hits skip the cache round trip and
         # the decoding. They obey the same freshness rules (staleness stays bounded by TTL + grace),
         # and every replica drops them when any replica stores, deletes or invalidates (see events).
@@ -289,16 +291,22 @@ class Predictions:
                     self._metrics.lease_fallbacks.inc()  # Redis is down: this replica's single-flight only
                     return await self._compute_and_store(key, pair, generation, deadline)
                 if token is not None:
-                    async with leases.held(key, token):
-                        # Check again under the lease: the previous holder may have stored and
-                        # released between our last read and our SET NX.
-                        generation, entry = await self._read(key, pair)
-                        if entry is not None and entry.predicted_at > newer_than:
-                            return Filled(entry, stored=False, from_other_replica=True)
-                        filled = await self._compute_and_store(key, pair, generation, deadline)
-                    if filled.stored:
-                        await events.publish(key)
-                    return filled
+                    stored = False
+                    try:
+                        if waited:
+                            # The holder we waited for may have stored and released between our
+                            # last read and our SET NX: check again before calling the model.
+                            generation, entry = await self._read(key, pair)
+                            if entry is not None and entry.predicted_at > newer_than:
+                                return Filled(entry, stored=False, from_other_replica=True)
+                        async with leases.renewing(key, token):
+                            filled = await self._compute_and_store(key, pair, generation, deadline)
+                        stored = filled.stored
+                        return filled
+                    finally:
+                        # The waiters here have their answer; the other replicas' waiters learn of it
+                        # (and the lease goes) without adding two round trips to this response.
+                        self._spawn(self._announce(key, token, stored))
                 if not waited:
                     waited = True
                     self._metrics.lease_waits.inc()
@@ -313,6 +321,23 @@ class Predictions:
                 generation, entry = await self._read(key, pair)
                 if entry is not None and entry.predicted_at > newer_than:
                     return Filled(entry, stored=False, from_other_replica=True)
+
+    async def _announce(self, key: str, token: str, stored: bool) -> None:
+        assert self.fleet is not None
+        if stored:
+            await self.fleet.events.publish(key)
+        await self.fleet.leases.release(key, token)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # Referenced until done (the loop keeps only weak references), and awaited by close().
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """At shutdown, once requests have drained: stop fills in flight, finish announcements."""
+        await self.in_flight.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _compute_and_store(self, key: str, pair: str, generation: int, deadline: float) -> Filled:
         assert self.cache is not None

@@ -118,6 +118,7 @@ def predictions_context(settings: Settings, model: Predictor | None) -> Context:
             xfetch_beta=settings.xfetch_beta,
             near_ttl_s=settings.near_ttl_s,
             near_max_entries=settings.cache_max_entries,
+            lease_ttl_s=settings.lease_ttl_s,
             fleet=fleet,
         )
         app[keys.PREDICTIONS] = predictions

@@ -1,4 +1,5 @@
-"""Cache events between replicas over one Redis pub/sub channel: "K was stored", "the cache was cleared".
+"""Cache events between replicas over one Redis pub/sub channel: "K was stored", "K's model call
+failed", "the cache was cleared".
 
 Each process keeps one subscription; waiters register before they look, so an event published after
 they register is never missed. Pub/sub is best effort: waiters also poll, slowly.
@@ -10,17 +11,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from service.cache import RedisBackend
 
 log = logging.getLogger(__name__)
 
 
+# A failed model call is published as "<key>|timeout" or "<key>|error", so that waiters on other
+# replicas answer with the same error instead of calling the model again.
+FAILURES = ("timeout", "error")
+
+
+@dataclass(eq=False)
+class Watch:
+    """What a waiter for one key learns: that something happened, and whether the call failed."""
+
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: str | None = None  # one of FAILURES
+
+
 class Events:
     def __init__(self, backend: RedisBackend, channel: str) -> None:
         self._backend = backend
         self.channel = channel
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[Watch]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._reader: asyncio.Task[None] | None = None
 
@@ -38,15 +53,15 @@ class Events:
         self._listeners.append(listener)
 
     @contextlib.contextmanager
-    def watch(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set whenever any replica publishes `key`, for as long as the block runs."""
-        event = asyncio.Event()
-        self._waiters.setdefault(key, set()).add(event)
+    def watch(self, key: str) -> Iterator[Watch]:
+        """Woken whenever any replica publishes about `key`, for as long as the block runs."""
+        watch = Watch()
+        self._waiters.setdefault(key, set()).add(watch)
         try:
-            yield event
+            yield watch
         finally:
             waiters = self._waiters[key]
-            waiters.discard(event)
+            waiters.discard(watch)
             if not waiters:
                 del self._waiters[key]  # the table holds only keys being waited for
 
@@ -54,10 +69,13 @@ class Events:
         await self._backend.call("PUBLISH", lambda: self._backend.client.publish(self.channel, message))
 
     def _dispatch(self, message: str) -> None:
-        for event in self._waiters.get(message, ()):
-            event.set()
-        for listener in self._listeners:
-            listener(message)
+        key, _, failure = message.partition("|")
+        for watch in self._waiters.get(key, ()):
+            watch.failure = failure if failure in FAILURES else None
+            watch.woken.set()
+        if not failure:
+            for listener in self._listeners:
+                listener(key)
 
     async def _read_forever(self) -> None:
         breaker = self._backend.breaker

@@ -65,15 +65,11 @@ class ModelRunner:
     def supports(self, pair: str) -> bool:
         return self.pairs is None or pair in self.pairs
 
-    async def predict(self, pair: str, *, deadline: float | None = None) -> float:
-        """The model's finite prediction for `pair`; ModelError or ModelTimeout otherwise.
-
-        `deadline` (event-loop time) shortens the model timeout for a call that already waited."""
+    async def predict(self, pair: str) -> float:
+        """The model's finite prediction for `pair`; ModelError or ModelTimeout otherwise."""
         loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + self.timeout_s
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(self.timeout_s):
                 if self._is_async:
                     value = await self.predictor.predict(pair)  # type: ignore[misc]
                 else:

@@ -22,7 +22,7 @@ from typing import Any
 
 from service.cache import CacheBackend, Miss
 from service.entry import MAX_ENTRY_BYTES, CachedPrediction
-from service.errors import ModelTimeout, PredcacheError, UnknownPair
+from service.errors import ModelError, ModelTimeout, PredcacheError, UnknownPair
 from service.events import Events
 from service.lease import Leases
 from service.metrics import Metrics
@@ -103,6 +103,7 @@ class Predictions:
         xfetch_beta: float,
         near_ttl_s: float = 0.0,
         near_max_entries: int = 10_000,
+        lease_ttl_s: float = 2.0,
         fleet: Fleet | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -126,6 +127,7 @@ class Predictions:
         # and every replica drops them when any replica stores, deletes or invalidates (see events).
         self._near: dict[str, NearEntry] = {}
         self._near_ttl_s = near_ttl_s
+        self._lease_ttl_s = lease_ttl_s
         self._near_epoch = 0
         self._near_max_entries = near_max_entries
         if fleet is not None:
@@ -273,59 +275,80 @@ class Predictions:
     # -- filling ------------------------------------------------------------------------------------
 
     async def _fill(self, key: str, pair: str, generation: int, newer_than: float) -> Filled:
-        """A prediction newer than `newer_than`: computed here, or by the replica holding the lease.
-
-        The whole fill, waiting for another replica included, is bounded by the model timeout, so a
-        holder whose model hangs cannot make its waiters pay for a second timeout of their own."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.runner.timeout_s
+        """A prediction newer than `newer_than`: computed here, or by the replica holding the lease."""
         if self.fleet is None:
-            return await self._compute_and_store(key, pair, generation, deadline)
+            return await self._compute_and_store(key, pair, generation)
         leases, events = self.fleet.leases, self.fleet.events
+        loop = asyncio.get_running_loop()
+        # The holder's call takes at most the model timeout; its lease lapses at most a lease later
+        # if it died. Past both, something is wrong with the lease: compute here.
+        deadline = loop.time() + self.runner.timeout_s + self._lease_ttl_s
         waited = False
-        # Watch before the first attempt: a "stored" event published after this line is never missed.
-        with events.watch(key) as stored_elsewhere:
+        # Watch before the first attempt: an event published after this line is never missed.
+        with events.watch(key) as watch:
             while True:
                 token = await leases.try_acquire(key)
                 if isinstance(token, Miss):
                     self._metrics.lease_fallbacks.inc()  # Redis is down: this replica's single-flight only
-                    return await self._compute_and_store(key, pair, generation, deadline)
+                    return await self._compute_and_store(key, pair, generation)
                 if token is not None:
-                    stored = False
-                    try:
-                        if waited:
-                            # The holder we waited for may have stored and released between our
-                            # last read and our SET NX: check again before calling the model.
-                            generation, entry = await self._read(key, pair)
-                            if entry is not None and entry.predicted_at > newer_than:
-                                return Filled(entry, stored=False, from_other_replica=True)
-                        async with leases.renewing(key, token):
-                            filled = await self._compute_and_store(key, pair, generation, deadline)
-                        stored = filled.stored
-                        return filled
-                    finally:
-                        # The waiters here have their answer; the other replicas' waiters learn of it
-                        # (and the lease goes) without adding two round trips to this response.
-                        self._spawn(self._announce(key, token, stored))
+                    return await self._fill_holding(key, pair, generation, newer_than, token, waited=waited)
                 if not waited:
                     waited = True
                     self._metrics.lease_waits.inc()
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     self._metrics.lease_timeouts.inc()
-                    raise ModelTimeout(pair, self.runner.timeout_s)
+                    return await self._compute_and_store(key, pair, generation)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(LEASE_POLL_S, remaining)):
-                        await stored_elsewhere.wait()
-                stored_elsewhere.clear()
+                        await watch.woken.wait()
+                watch.woken.clear()
+                # The holder's model failed: its waiters here get the same answer as its own, rather
+                # than a second model call (and, for a hanging model, a second timeout).
+                if watch.failure == "timeout":
+                    raise ModelTimeout(pair, self.runner.timeout_s)
+                if watch.failure == "error":
+                    raise ModelError(pair, "the model failed on the replica computing it")
                 generation, entry = await self._read(key, pair)
                 if entry is not None and entry.predicted_at > newer_than:
                     return Filled(entry, stored=False, from_other_replica=True)
 
-    async def _announce(self, key: str, token: str, stored: bool) -> None:
+    async def _fill_holding(
+        self, key: str, pair: str, generation: int, newer_than: float, token: str, *, waited: bool
+    ) -> Filled:
         assert self.fleet is not None
-        if stored:
-            await self.fleet.events.publish(key)
+        outcome = ""
+        try:
+            if waited:
+                # The holder we waited for may have stored and released between our last read
+                # and our SET NX: check again before calling the model.
+                generation, entry = await self._read(key, pair)
+                if entry is not None and entry.predicted_at > newer_than:
+                    return Filled(entry, stored=False, from_other_replica=True)
+            try:
+                async with self.fleet.leases.renewing(key, token):
+                    filled = await self._compute_and_store(key, pair, generation)
+            except ModelTimeout:
+                outcome = "|timeout"
+                raise
+            except ModelError:
+                outcome = "|error"
+                raise
+            if filled.stored:
+                outcome = "stored"
+            return filled
+        finally:
+            # This replica's waiters have their answer; the other replicas' waiters learn of it (and
+            # the lease goes) without adding two round trips to this response.
+            self._spawn(self._announce(key, token, outcome))
+
+    async def _announce(self, key: str, token: str, outcome: str) -> None:
+        """Tell the other replicas how the call went ("stored", or "|timeout"/"|error"), then let
+        the lease go. Nothing is published when there is nothing to say (e.g. the store failed)."""
+        assert self.fleet is not None
+        if outcome:
+            await self.fleet.events.publish(key if outcome == "stored" else key + outcome)
         await self.fleet.leases.release(key, token)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -339,10 +362,10 @@ class Predictions:
         await self.in_flight.close()
         await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _compute_and_store(self, key: str, pair: str, generation: int, deadline: float) -> Filled:
+    async def _compute_and_store(self, key: str, pair: str, generation: int) -> Filled:
         assert self.cache is not None
         epoch = self._near_epoch
-        entry = await self._predict(key, pair, generation, deadline)
+        entry = await self._predict(key, pair, generation)
         raw = entry.encode()
         if len(raw) > MAX_ENTRY_BYTES:
             # Readers refuse values over the cap, so writing one would only cost a round trip.
@@ -363,14 +386,12 @@ class Predictions:
         self._remember_near(entry, generation, epoch)
         return Filled(entry, stored=stored, from_other_replica=False)
 
-    async def _predict(
-        self, key: str, pair: str, generation: int, deadline: float | None = None
-    ) -> CachedPrediction:
+    async def _predict(self, key: str, pair: str, generation: int) -> CachedPrediction:
         metrics = self._metrics
         metrics.model_calls.inc()
         started = time.perf_counter()
         try:
-            price = await self.runner.predict(pair, deadline=deadline)
+            price = await self.runner.predict(pair)
         except PredcacheError:
             metrics.model_errors.inc()
             raise

@@ -15,21 +15,29 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 
 WORKDIR /app
 
+# Optional extras of pyproject.toml, space-separated: `--build-arg EXTRAS=examples` adds scikit-learn and
+# numpy for MODEL=examples.price_forecaster:PriceForecaster. Empty: the slim service image.
+ARG EXTRAS=""
+
 # Dependencies first, from the lock alone, so editing the code does not reinstall them.
-# Same command as `make install` (uv sync --frozen), minus the dev group and extras.
+# Same command as `make install` (uv sync --frozen), minus the dev group; extras only when asked for.
+# EXTRAS is unquoted on purpose: each word becomes one --extra.
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --no-install-project $(for e in ${EXTRAS}; do printf -- '--extra %s ' "$e"; done)
 
 COPY README.md ./
 COPY service ./service
 COPY loadtest ./loadtest
-# The example plug-in: MODEL=examples.linear_model:LinearTrendModel (the working directory is on sys.path).
+# The example plug-ins and their data files, the whole folder: MODEL=examples.linear_model:LinearTrendModel
+# (the working directory is on sys.path); with EXTRAS=examples, examples.price_forecaster:PriceForecaster.
 COPY examples ./examples
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev
+    uv sync --frozen --no-dev $(for e in ${EXTRAS}; do printf -- '--extra %s ' "$e"; done)
 
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin predcache
+# Fixed ids, so Kubernetes' runAsUser/runAsGroup (deploy/kubernetes) name this user without a lookup.
+RUN groupadd --system --gid 10001 predcache \
+    && useradd --system --uid 10001 --gid predcache --no-create-home --shell /usr/sbin/nologin predcache
 USER predcache
 
 ENV PATH="/app/.venv/bin:${PATH}"

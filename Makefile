@@ -7,7 +7,7 @@ PORT ?= 8000
 CHAOS_SECONDS ?= 600
 CHAOS_SEED ?= 1
 
-.PHONY: install run api-without-cache api-with-cache requests loadtest test lint docker-up bench chaos
+.PHONY: install run api-without-cache api-with-cache requests loadtest test lint docker-up compose-smoke bench chaos
 
 install: ## create .venv from uv.lock (bootstraps uv with pip if it is missing)
 	@command -v uv >/dev/null 2>&1 || [ -x .venv-uv/bin/uv ] || \
@@ -46,3 +46,6 @@ chaos: ## a seeded random schedule of faults, checking the invariants after each
 
 docker-up: ## the API with Redis in containers
 	docker compose up --build
+
+compose-smoke: ## build the image and run the compose stack for real under podman (needs root; see deploy/compose-checks)
+	../shared/tools/compose-smoke .

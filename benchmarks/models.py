@@ -1,12 +1,17 @@
-"""A model for the stampede benchmark: any pair (the demo has only 18), a fixed latency, no CPU.
+"""Models for the benchmarks, loaded by the service with `--model benchmarks.models:NAME`.
 
-`--model benchmarks.models:BenchModel`; BENCH_MODEL_LATENCY_SECONDS sets the latency (default 1).
+BenchModel (stampede): any pair, BENCH_MODEL_LATENCY_SECONDS (default 1) per call. KeyModel and
+BatchedKeyModel (miss path): typed, any integer key, 20 ms + 0.5 ms per item, without and with
+`predict_batch`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
 
 
 class BenchModel:
@@ -20,3 +25,49 @@ class BenchModel:
     async def predict(self, pair: str) -> float:
         await asyncio.sleep(self.latency_s)
         return 100.0
+
+
+# The miss-path benchmark's models (benchmarks/misspath.py): typed, any integer key, no CPU. One call
+# costs CALL_MS plus ITEM_MS per item, so a single predict costs what a batch of one does.
+CALL_MS = 20.0
+ITEM_MS = 0.5
+
+
+class Key(BaseModel):
+    """The input: `{"key": 17}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: int
+
+
+class KeyPrediction(BaseModel):
+    """The output: the key back, and a value derived from it."""
+
+    key: int
+    value: float
+    model_version: str
+
+
+class KeyModel:
+    """One prediction per call: `predict` sleeps CALL_MS + ITEM_MS (20.5 ms)."""
+
+    version = "bench-key-1"
+    Input = Key
+    Output = KeyPrediction
+
+    async def predict(self, query: Key) -> KeyPrediction:
+        await asyncio.sleep((CALL_MS + ITEM_MS) / 1000)
+        return self._answer(query)
+
+    def _answer(self, query: Key) -> KeyPrediction:
+        return KeyPrediction(key=query.key, value=query.key * 0.5, model_version=self.version)
+
+
+class BatchedKeyModel(KeyModel):
+    """KeyModel with `predict_batch`: CALL_MS + ITEM_MS per item for the whole batch (36 ms for 32)."""
+
+    version = "bench-key-batched-1"
+
+    async def predict_batch(self, queries: Sequence[Key]) -> list[KeyPrediction]:
+        await asyncio.sleep((CALL_MS + ITEM_MS * len(queries)) / 1000)
+        return [self._answer(query) for query in queries]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import expiry, hitpath, loadtest_ceiling, report, stampede, targets
+from benchmarks import expiry, hitpath, loadtest_ceiling, misspath, report, stampede, targets
 from benchmarks.procs import ROOT
 
 PACKAGES = ("aiohttp", "redis", "hiredis", "uvloop", "orjson")
@@ -82,26 +82,38 @@ def _timed(name: str, benchmark: Callable[[], dict[str, object]]) -> dict[str, o
     return result
 
 
-def run_all(quick: bool) -> dict[str, object]:
+SECTIONS = ("hit_path", "stampede", "expiry", "loadtest_ceiling", "miss_path")
+
+
+def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
     if quick:
         hit = hitpath.HitPathSettings(duration_s=1.0, repeats=1, warmup_s=0.0)
         burst = stampede.StampedeSettings(requests=300, model_latency_s=0.5, trials=1)
         steady = expiry.ExpirySettings(duration_s=5.0)
         ceiling = {"duration_s": 1.0, "repeats": 1}
+        misses = misspath.MissPathSettings(keys=300)
     else:
         hit = hitpath.HitPathSettings()
         burst = stampede.StampedeSettings()
         steady = expiry.ExpirySettings()
         ceiling = {"duration_s": 2.0, "repeats": 3}
+        misses = misspath.MissPathSettings()
+    benchmarks: dict[str, tuple[str, Callable[[], dict[str, object]]]] = {
+        "hit_path": ("hit path", lambda: hitpath.run(hit)),
+        "stampede": ("stampede", lambda: stampede.run(burst)),
+        "expiry": ("expiry", lambda: expiry.run(steady)),
+        "loadtest_ceiling": (
+            "load tester ceiling",
+            lambda: loadtest_ceiling.run(duration_s=ceiling["duration_s"], repeats=int(ceiling["repeats"])),
+        ),
+        "miss_path": ("miss path", lambda: misspath.run(misses)),
+    }
     started = time.monotonic()
     results: dict[str, object] = {"quick": quick, "machine": machine()}
-    results["hit_path"] = _timed("hit path", lambda: hitpath.run(hit))
-    results["stampede"] = _timed("stampede", lambda: stampede.run(burst))
-    results["expiry"] = _timed("expiry", lambda: expiry.run(steady))
-    results["loadtest_ceiling"] = _timed(
-        "load tester ceiling",
-        lambda: loadtest_ceiling.run(duration_s=ceiling["duration_s"], repeats=int(ceiling["repeats"])),
-    )
+    for name in SECTIONS:
+        if name in only:
+            label, benchmark = benchmarks[name]
+            results[name] = _timed(label, benchmark)
     sections = {k: v for k, v in results.items() if isinstance(v, dict)}
     results["targets"] = [t.as_dict() for t in targets.evaluate(sections)]
     machine_info = results["machine"]
@@ -115,10 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run with short runs")
     parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this benchmark (repeatable), e.g. --only miss_path; default: all",
+    )
+    parser.add_argument(
         "--out-dir", type=Path, default=ROOT / "benchmarks" / "results", help="where bench.{json,md} go"
     )
     args = parser.parse_args(argv)
-    results = run_all(args.quick)
+    results = run_all(args.quick, args.only or SECTIONS)
     markdown = report.markdown(results)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -9,6 +9,7 @@ EMBEDDED_MIN_RATIO = 0.85
 REDIS_MIN_RATIO = 0.6
 HIT_P50_MAX_MS = 0.5
 EXPIRY_P999_MAX_HIT_P99_MULTIPLE = 3.0
+MISS_PATH_MAX_IDEAL_MULTIPLE = 1.25
 
 
 @dataclass(frozen=True)
@@ -171,4 +172,16 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
                 "ms",
             )
         )
+    batched = _rows(results.get("miss_path", {}), "variant").get("batched")
+    errors = _number(batched, "errors")
+    found.append(
+        _at_most(
+            "miss_path_batched",
+            f"miss path: batched run <= {MISS_PATH_MAX_IDEAL_MULTIPLE:g}x the ideal wall time, no errors"
+            + ("" if not errors else f" ({errors:.0f} errors)"),
+            _number(batched, "ratio_to_ideal") if not errors else None,
+            MISS_PATH_MAX_IDEAL_MULTIPLE,
+            "x",
+        )
+    )
     return found

@@ -25,12 +25,14 @@ from .plot import PLOT_MISSING, LatencyTimeline, draw_plot, plotting_available
 from .runner import CLIENTS, RequestObserver, RequestRecord, RunSettings, run_load
 from .stats import Recorder, RunSummary, summarize
 from .thresholds import Threshold, ThresholdError, evaluate, parse_threshold
+from .workload import InputsError, load_inputs
 
 EXIT_OK = 0
 EXIT_ALL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_THRESHOLD_FAILED = 99
 
+DEFAULT_PAIR = "ETH-EUR"
 _DURATION = re.compile(r"^\s*(?P<number>[0-9]*\.?[0-9]+)\s*(?P<unit>ms|s|m|h|)\s*$")
 _DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -113,9 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pair = parser.add_mutually_exclusive_group()
     pair.add_argument(
-        "--pair", default="ETH-EUR", help="value of the pair query parameter (default: %(default)s)"
+        "--pair",
+        help=f"value of the pair query parameter (default: {DEFAULT_PAIR}); with --batch, "
+        "a batch of this one input",
     )
     pair.add_argument("--pairs", help="comma-separated pairs to spread requests over, e.g. ETH-EUR,BTC-EUR")
+    pair.add_argument(
+        "--inputs",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="one JSON object input per line, each request a POST of one line to --url; lines in turn "
+        "(-n equal to the line count sends each once) unless --zipf",
+    )
+    parser.add_argument(
+        "--zipf",
+        type=_positive_float,
+        metavar="S",
+        help="draw --inputs lines at random by Zipf rank (line 1 most popular) with exponent S",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --zipf draws (default: %(default)s)")
+    parser.add_argument(
+        "--batch",
+        type=_positive_int,
+        metavar="N",
+        help='POST N inputs per request to --url + /batch ({"inputs": [...]}); each item is '
+        "counted with the request's latency and its own cache class",
+    )
     parser.add_argument(
         "-n", "--n", type=_positive_int, default=100, help="requests to send (default: %(default)s)"
     )
@@ -178,10 +203,24 @@ def _settings_from(args: argparse.Namespace) -> RunSettings:
         raise UsageError(f"--url must be an http:// or https:// URL with a host, got {args.url!r}")
     if args.client == "raw" and url.scheme != "http":
         raise UsageError(f"--client raw speaks plain http:// only, got {args.url!r}; use --client aiohttp")
-    raw_pairs = args.pairs.split(",") if args.pairs is not None else [args.pair]
+    raw_pairs = args.pairs.split(",") if args.pairs is not None else [args.pair or DEFAULT_PAIR]
     pairs = tuple(p.strip() for p in raw_pairs if p.strip())
     if not pairs:
         raise UsageError("--pairs must name at least one pair")
+    inputs: tuple[bytes, ...] = ()
+    inputs_source: str | None = None
+    if args.inputs is not None:
+        try:
+            inputs = load_inputs(args.inputs)
+        except InputsError as exc:
+            raise UsageError(str(exc)) from None
+        inputs_source, pairs = str(args.inputs), ()
+    elif args.zipf is not None:
+        raise UsageError("--zipf draws --inputs lines: give --inputs FILE.jsonl")
+    elif args.batch is not None:
+        if args.pair is None:
+            raise UsageError("--batch needs --inputs FILE.jsonl, or --pair PAIR for batches of that input")
+        inputs = (orjson.dumps({"pair": pairs[0]}),)
     return RunSettings(
         url=args.url,
         pairs=pairs,
@@ -192,6 +231,11 @@ def _settings_from(args: argparse.Namespace) -> RunSettings:
         timeout_s=args.timeout,
         warmup=args.warmup,
         client=args.client,
+        inputs=inputs,
+        inputs_source=inputs_source,
+        zipf_s=args.zipf,
+        seed=args.seed,
+        batch_size=args.batch,
     )
 
 

@@ -1,7 +1,8 @@
 """A minimal keep-alive HTTP/1.1 client on `asyncio.Protocol`, the default sender for `http://` URLs.
 
 It exists for speed: aiohttp's client costs ~80 µs of Python per request, which made the tester, not
-the server, the bottleneck. One `Connection` per worker, one request in flight on it, GET only.
+the server, the bottleneck. One `Connection` per worker, one request in flight on it; GET, or POST with
+a JSON body. Bodies are counted and dropped as they arrive unless the connection is asked to keep them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class Response(NamedTuple):
-    """What the runner records of an answer: status, body size and the cache headers."""
+    """What the runner records of an answer: status, body size, the cache headers, and the body itself
+    when the sender keeps it (batches, whose per-item classes are in the body)."""
 
     status: int
     nbytes: int
     x_cache: str | None
     cache_status: str | None
+    body: bytes | None = None
 
 
 class ClientError(Exception):
@@ -51,21 +54,26 @@ class PayloadError(ClientError):
     kind = "payload"
 
 
-def build_request(url: URL) -> bytes:
-    """The bytes of a GET for `url`, built once and sent for every request to it."""
-    return (
-        f"GET {url.raw_path_qs} HTTP/1.1\r\n"
+def build_request(url: URL, body: bytes | None = None) -> bytes:
+    """The bytes of a GET for `url`, or of a POST of the JSON `body` to it; built once per distinct
+    request where the workload allows (every GET URL, every input line) and sent as they are."""
+    head = (
+        f"{'GET' if body is None else 'POST'} {url.raw_path_qs} HTTP/1.1\r\n"
         f"Host: {url.host_port_subcomponent}\r\n"
         "User-Agent: predcache-loadtest\r\n"
         "Accept: */*\r\n"
-        "\r\n"
-    ).encode("ascii")
+    )
+    if body is None:
+        return (head + "\r\n").encode("ascii")
+    return (
+        f"{head}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode("ascii") + body
+    )
 
 
 class _ResponseProtocol(asyncio.Protocol):
     """Parses one response at a time from the byte stream and resolves the waiter with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_body: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._waiter: asyncio.Future[Response] | None = None
@@ -77,12 +85,17 @@ class _ResponseProtocol(asyncio.Protocol):
         self._keep_alive = True
         self._remaining = 0  # body or chunk bytes (chunk data + its CRLF) still to come
         self._nbytes = 0
+        # The body as it arrives (decoded from chunks), only when asked: most runs need just its size.
+        self._keep_body = keep_body
+        self._body = bytearray()
 
     def expect(self, waiter: asyncio.Future[Response]) -> None:
         self._waiter = waiter
         self._state = _HEAD
         self._nbytes = 0
         self._buffer.clear()
+        if self._keep_body:
+            self._body.clear()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, so no isinstance check.
@@ -117,8 +130,10 @@ class _ResponseProtocol(asyncio.Protocol):
             self._parse_head(bytes(buffer[:end]))
             del buffer[: end + 4]
         if self._state == _BODY_LENGTH:
-            # Counted and dropped as it arrives, so a large body is never held whole.
+            # Counted and dropped as it arrives, so a large body is never held whole (unless kept).
             taken = min(self._remaining, len(buffer))
+            if self._keep_body:
+                self._body += buffer[:taken]
             del buffer[:taken]
             self._nbytes += taken
             self._remaining -= taken
@@ -126,6 +141,8 @@ class _ResponseProtocol(asyncio.Protocol):
                 self._finish()
         elif self._state == _BODY_UNTIL_CLOSE:
             self._nbytes += len(buffer)
+            if self._keep_body:
+                self._body += buffer
             buffer.clear()
         else:
             self._parse_chunks()
@@ -170,7 +187,10 @@ class _ResponseProtocol(asyncio.Protocol):
         buffer = self._buffer
         while True:
             if self._state == _CHUNK_DATA:
+                # The chunk's data, then its CRLF: `_remaining` counts both, only the data is body.
                 taken = min(self._remaining, len(buffer))
+                if self._keep_body and self._remaining > 2:
+                    self._body += buffer[: min(taken, self._remaining - 2)]
                 del buffer[:taken]
                 self._remaining -= taken
                 if self._remaining:
@@ -202,7 +222,8 @@ class _ResponseProtocol(asyncio.Protocol):
             self.closed = True
             self.transport.close()
         if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._status, self._nbytes, self._x_cache, self._cache_status))
+            body = bytes(self._body) if self._keep_body else None
+            waiter.set_result(Response(self._status, self._nbytes, self._x_cache, self._cache_status, body))
 
     def _fail(self, exc: ClientError) -> None:
         waiter, self._waiter = self._waiter, None
@@ -215,9 +236,13 @@ class _ResponseProtocol(asyncio.Protocol):
 
 
 class Connection:
-    """One keep-alive connection to `host:port`, opened on first use and reopened after it closes."""
+    """One keep-alive connection to `host:port`, opened on first use and reopened after it closes.
 
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+    With `keep_body` every response carries its body; otherwise only its size.
+    """
+
+    def __init__(self, host: str, port: int, timeout_s: float, *, keep_body: bool = False) -> None:
+        self._keep_body = keep_body
         self._host = host
         self._port = port
         self._timeout_s = timeout_s
@@ -253,7 +278,9 @@ class Connection:
     async def _connect(self) -> _ResponseProtocol:
         try:
             async with asyncio.timeout(self._timeout_s):
-                _, protocol = await self._loop.create_connection(_ResponseProtocol, self._host, self._port)
+                _, protocol = await self._loop.create_connection(
+                    lambda: _ResponseProtocol(self._keep_body), self._host, self._port
+                )
         except OSError as exc:
             raise ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
         self._protocol = protocol

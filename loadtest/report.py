@@ -59,19 +59,31 @@ def render_run(summary: RunSummary, console: Console) -> None:
     """The full report of one run."""
     settings = summary.settings
     mode = f"open loop at {settings.get('rate')} req/s" if summary.open_loop else "closed loop"
-    pairs = settings.get("pairs")
-    pairs_text = ",".join(str(p) for p in pairs) if isinstance(pairs, list) and pairs else "-"
+    batch = settings.get("batch")
     console.print(
         Text(
-            f"{settings.get('url')}  pairs {pairs_text}  concurrency {settings.get('concurrency')}  {mode}",
+            f"{settings.get('url')}  {_workload_text(settings)}  concurrency {settings.get('concurrency')}  "
+            f"{mode}",
             style="bold",
-        )
+        ),
+        soft_wrap=True,  # one line however long the URL or inputs path
     )
     overview = Table.grid(padding=(0, 2))
     overview.add_column(style="bold")
     overview.add_column()
-    overview.add_row("Requests", f"{summary.requests} in {summary.duration_s:.2f} s")
-    overview.add_row("Throughput", f"{summary.throughput_rps:.1f} req/s")
+    if batch:
+        overview.add_row(
+            "Requests",
+            f"{summary.requests} items in {summary.http_request_count} batch requests of {batch} "
+            f"in {summary.duration_s:.2f} s",
+        )
+        overview.add_row(
+            "Throughput",
+            f"{summary.throughput_rps:.1f} items/s ({summary.http_throughput_rps:.1f} batch requests/s)",
+        )
+    else:
+        overview.add_row("Requests", f"{summary.requests} in {summary.duration_s:.2f} s")
+        overview.add_row("Throughput", f"{summary.throughput_rps:.1f} req/s")
     overview.add_row("Errors", _errors_text(summary))
     codes = ", ".join(f"{code}: {count}" for code, count in summary.status_codes.items()) or "none"
     overview.add_row("Status codes", codes)
@@ -90,6 +102,8 @@ def render_run(summary: RunSummary, console: Console) -> None:
         encoded = summary.histograms.get("corrected", {}).get(name)
         if encoded is not None and latency.count:
             console.print(_histogram_text(name, latency, encoded))
+    if batch:
+        console.print("Batches: each item counts with its batch request's latency and its own cache class.")
     if summary.open_loop:
         console.print("Latency is measured from when each request was due (coordinated omission corrected);")
         console.print("the 'uncorrected' row measures from when it was actually sent.")
@@ -98,6 +112,19 @@ def render_run(summary: RunSummary, console: Console) -> None:
         console.print(
             "delays requests that are never sent and tails may be understated; --rate corrects this."
         )
+
+
+def _workload_text(settings: dict[str, object]) -> str:
+    """`pairs ETH-EUR,BTC-EUR`, or `inputs keys.jsonl (1000 lines, zipf 1.1, seed 0)  batch 32`."""
+    source, lines = settings.get("inputs"), settings.get("input_lines")
+    pairs = settings.get("pairs")
+    if source is not None:
+        drawn = f", zipf {settings.get('zipf')}, seed {settings.get('seed')}" if settings.get("zipf") else ""
+        text = f"inputs {source} ({lines} lines{drawn})"
+    else:
+        text = "pairs " + (",".join(str(p) for p in pairs) if isinstance(pairs, list) and pairs else "-")
+    batch = settings.get("batch")
+    return f"{text}  batch {batch}" if batch else text
 
 
 def render_thresholds(results: list[ThresholdResult], console: Console) -> None:
@@ -200,7 +227,7 @@ def _observed_text(result: ThresholdResult) -> str:
     assert observed is not None
     if threshold.metric in ("error_rate", "hit_ratio"):
         return f"{observed:.2%}"
-    if threshold.metric == "count" or threshold.metric in ("requests", "errors", "late_starts"):
+    if threshold.metric in ("count", "requests", "http_requests", "errors", "late_starts"):
         return f"{observed:.0f}"
     if threshold.metric in ("throughput_rps", "rps"):
         return f"{observed:.1f} req/s"

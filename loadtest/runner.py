@@ -1,7 +1,8 @@
 """Sending: closed-loop workers, or an open-loop schedule with `--rate`.
 
 Each worker sends through a `Send`: its own `http1.Connection` (the default for http://), or one
-shared aiohttp session (https://, and `--client aiohttp` for comparison).
+shared aiohttp session (https://, and `--client aiohttp` for comparison). What request i sends is a
+GET for a pair, a `POST /predict` of an input line, or a `POST /predict/batch` of several.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from yarl import URL
 
 from . import http1
 from .http1 import Response
-from .stats import ERROR_CLASS, Recorder, classify
+from .stats import ERROR_CLASS, BatchItem, Recorder, classify, classify_batch
+from .workload import LinePicker, batch_body, in_turn, zipf
 
 ClientName = Literal["auto", "raw", "aiohttp"]
 CLIENTS: tuple[ClientName, ...] = ("auto", "raw", "aiohttp")
@@ -45,10 +47,43 @@ class RunSettings:
     timeout_s: float = 10.0
     warmup: int = 0
     client: ClientName = "auto"
+    # Input objects (encoded JSON) to POST instead of GETting pairs; where they came from, for reports.
+    inputs: tuple[bytes, ...] = ()
+    inputs_source: str | None = None
+    zipf_s: float | None = None  # draw input lines by Zipf rank with this exponent, not in turn
+    seed: int = 0
+    batch_size: int | None = None  # POST /predict/batch with this many inputs per request
 
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
+
+    @property
+    def post_url(self) -> URL:
+        """Where inputs go: `--url` for single inputs; for batches `--url` + `/batch` (unless it already
+        ends so), so the default `.../predict` becomes `.../predict/batch`."""
+        url = URL(self.url)
+        if self.batch_size is None or url.path.endswith("/batch"):
+            return url
+        return url.with_path(url.path.rstrip("/") + "/batch", keep_query=True)
+
+    def line_picker(self) -> LinePicker:
+        """Which input line each item sends, for one run (a Zipf picker holds its generator's state)."""
+        if self.zipf_s is None:
+            return in_turn(len(self.inputs))
+        return zipf(len(self.inputs), self.zipf_s, self.seed)
+
+    def batch_bodies(self, pick: LinePicker) -> Callable[[int], bytes]:
+        """The body of batch request i: items i*N .. i*N + N-1, each the line `pick` gives it."""
+        size = self.batch_size or 1
+        inputs = self.inputs
+        offsets = range(size)
+
+        def body(i: int) -> bytes:
+            first = i * size
+            return batch_body(inputs, [pick(first + j) for j in offsets])
+
+        return body
 
     @property
     def resolved_client(self) -> Literal["raw", "aiohttp"]:
@@ -83,6 +118,11 @@ class RunSettings:
             "warmup": self.warmup,
             "mode": "open" if self.open_loop else "closed",
             "client": self.resolved_client,
+            "inputs": self.inputs_source,
+            "input_lines": len(self.inputs),
+            "zipf": self.zipf_s,
+            "seed": self.seed if self.zipf_s is not None else None,
+            "batch": self.batch_size,
         }
 
 
@@ -102,7 +142,8 @@ class RequestRecord(NamedTuple):
 RequestObserver = Callable[[RequestRecord], None]
 
 
-# Sends request i to URL i modulo their number: one worker's way of sending, for the whole run.
+# Sends request i (a GET to pair i modulo their number, or the input lines the run's picker gives
+# it): one worker's way of sending, for the whole run.
 Send = Callable[[int], Awaitable[Response]]
 # Gives each worker its Send.
 SenderFactory = Callable[[], Send]
@@ -115,17 +156,17 @@ async def run_load(
     observer: RequestObserver | None = None,
 ) -> float:
     """Send the warm-up requests, then the measured ones into `recorder`; return the measured seconds."""
-    urls = settings.request_urls()
     opened = _raw_senders if settings.resolved_client == "raw" else _aiohttp_senders
-    async with opened(urls, settings) as new_sender:
+    # One picker for warm-up and measurement: a Zipf run's draws go on from where warm-up left them.
+    async with opened(settings, settings.line_picker()) as new_sender:
         senders = [new_sender() for _ in range(settings.concurrency)]
         if settings.warmup:
-            await _send(senders, len(urls), Recorder(), count=settings.warmup)
+            await _send(senders, Recorder(), count=settings.warmup, batch_size=settings.batch_size)
         interval_s = 1 / settings.rate if settings.rate is not None else None
         return await _send(
             senders,
-            len(urls),
             recorder,
+            batch_size=settings.batch_size,
             count=settings.planned_requests,
             duration_s=settings.duration_s,
             interval_s=interval_s,
@@ -134,24 +175,21 @@ async def run_load(
 
 
 @asynccontextmanager
-async def _raw_senders(urls: list[URL], settings: RunSettings) -> AsyncIterator[SenderFactory]:
-    """One `http1.Connection` per worker, each sending request bytes built once per URL."""
-    requests = [http1.build_request(url) for url in urls]
+async def _raw_senders(settings: RunSettings, pick: LinePicker) -> AsyncIterator[SenderFactory]:
+    """One `http1.Connection` per worker, all sending the run's request bytes (`_raw_requests`)."""
     base = URL(settings.url)
     host, port = base.raw_host, base.port
     if host is None or port is None:  # the CLI checks this; here for callers of run_load
         raise ValueError(f"no host in {settings.url!r}")
+    request_bytes = _raw_requests(settings, pick)
+    batched = settings.batch_size is not None
     connections: list[http1.Connection] = []
 
     def new_sender() -> Send:
-        connection = http1.Connection(host, port, settings.timeout_s)
+        connection = http1.Connection(host, port, settings.timeout_s, keep_body=batched)
         connections.append(connection)
         request = connection.request
-
-        def send(index: int) -> Awaitable[Response]:
-            return request(requests[index])
-
-        return send
+        return lambda i: request(request_bytes(i))
 
     try:
         yield new_sender
@@ -160,21 +198,44 @@ async def _raw_senders(urls: list[URL], settings: RunSettings) -> AsyncIterator[
             connection.close()
 
 
+def _raw_requests(settings: RunSettings, pick: LinePicker) -> Callable[[int], bytes]:
+    """The bytes of request i: built once per pair URL or input line, or per request for a batch."""
+    if not settings.inputs:
+        gets = [http1.build_request(url) for url in settings.request_urls()]
+        n_urls = len(gets)
+        return lambda i: gets[i % n_urls]
+    url = settings.post_url
+    if settings.batch_size is None:
+        posts = [http1.build_request(url, body) for body in settings.inputs]
+        return lambda i: posts[pick(i)]
+    body = settings.batch_bodies(pick)
+    build = http1.build_request
+    return lambda i: build(url, body(i))
+
+
 @asynccontextmanager
-async def _aiohttp_senders(urls: list[URL], settings: RunSettings) -> AsyncIterator[SenderFactory]:
+async def _aiohttp_senders(settings: RunSettings, pick: LinePicker) -> AsyncIterator[SenderFactory]:
     """Every worker sends through one aiohttp session with a pool of `concurrency` connections."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+    keep_body = settings.batch_size is not None
+    target = _aiohttp_targets(settings, pick)
+    json_headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     ) as session:
-        get = session.get
+        request = session.request
 
-        async def send(index: int) -> Response:
+        async def send(i: int) -> Response:
+            url, data = target(i)
             try:
-                async with get(urls[index]) as response:
+                if data is None:
+                    context = request("GET", url)
+                else:
+                    context = request("POST", url, data=data, headers=json_headers)
+                async with context as response:
                     body = await response.read()
             except aiohttp.ClientConnectorError as exc:
                 raise http1.ConnectError(str(exc)) from exc
@@ -188,17 +249,37 @@ async def _aiohttp_senders(urls: list[URL], settings: RunSettings) -> AsyncItera
                 # A reset before the response counts as a disconnect, as it does for the raw client.
                 raise http1.ServerDisconnectedError(str(exc)) from exc
             headers = response.headers
-            return Response(response.status, len(body), headers.get("X-Cache"), headers.get("Cache-Status"))
+            return Response(
+                response.status,
+                len(body),
+                headers.get("X-Cache"),
+                headers.get("Cache-Status"),
+                body if keep_body else None,
+            )
 
         yield lambda: send
 
 
+def _aiohttp_targets(settings: RunSettings, pick: LinePicker) -> Callable[[int], tuple[URL, bytes | None]]:
+    """Request i's URL and body (None: a GET)."""
+    if not settings.inputs:
+        urls = settings.request_urls()
+        n_urls = len(urls)
+        return lambda i: (urls[i % n_urls], None)
+    url = settings.post_url
+    if settings.batch_size is None:
+        inputs = settings.inputs
+        return lambda i: (url, inputs[pick(i)])
+    body = settings.batch_bodies(pick)
+    return lambda i: (url, body(i))
+
+
 async def _send(
     senders: list[Send],
-    n_urls: int,
     recorder: Recorder,
     *,
     count: int | None,
+    batch_size: int | None = None,
     duration_s: float | None = None,
     interval_s: float | None = None,
     observer: RequestObserver | None = None,
@@ -208,6 +289,7 @@ async def _send(
     Closed loop (`interval_s` None): a worker sends its next request as soon as the previous one is
     answered, until `count` requests or `duration_s` have passed. Open loop: request i is due at
     t0 + i * interval_s; a worker sleeps until its request is due, or sends at once if it is behind.
+    A batch request (`batch_size`) is recorded as its items, each with the request's latency.
     """
     indices = itertools.count()
     record = recorder.record
@@ -235,12 +317,13 @@ async def _send(
             status = nbytes = 0
             error: str | None = None
             response_class = ERROR_CLASS
+            body: bytes | None = None
             try:
-                status, nbytes, x_cache, cache_status = await send(i % n_urls)
-                if status < 400:
-                    response_class = classify(x_cache, cache_status)
-                else:
+                status, nbytes, x_cache, cache_status, body = await send(i)
+                if status >= 400:
                     error = f"HTTP {status}"
+                elif batch_size is None:
+                    response_class = classify(x_cache, cache_status)
             except TimeoutError:
                 error = "timeout"
             except http1.ClientError as exc:
@@ -254,23 +337,33 @@ async def _send(
                 latency_us = int((end - due) * 1_000_000)
             else:
                 latency_us = uncorrected_us
+            if batch_size is not None:
+                items: list[BatchItem] = (
+                    [(status, ERROR_CLASS, error)] * batch_size
+                    if error is not None
+                    else classify_batch(status, body, batch_size)
+                )
+                recorder.record_batch(items, nbytes, latency_us, uncorrected_us)
+                if observer is not None:
+                    times = _record_times(t0, due, start, latency_us, uncorrected_us)
+                    for item_status, item_class, item_error in items:
+                        observer(RequestRecord(*times, item_status, item_class, nbytes, item_error))
+                        nbytes = 0  # the body's bytes count once, with the first item
+                continue
             if error is None:
                 record(response_class, status, nbytes, latency_us, uncorrected_us)
             else:
                 record_error(error, status, nbytes, latency_us, uncorrected_us)
             if observer is not None:
-                observer(
-                    RequestRecord(
-                        (due - t0) * 1000,
-                        (start - t0) * 1000,
-                        latency_us / 1000,
-                        uncorrected_us / 1000,
-                        status,
-                        response_class,
-                        nbytes,
-                        error,
-                    )
-                )
+                times = _record_times(t0, due, start, latency_us, uncorrected_us)
+                observer(RequestRecord(*times, status, response_class, nbytes, error))
 
     await asyncio.gather(*(worker(send) for send in senders))
     return clock() - t0
+
+
+def _record_times(
+    t0: float, due: float, start: float, latency_us: int, uncorrected_us: int
+) -> tuple[float, float, float, float]:
+    """A RequestRecord's times: when it was due and sent (ms into the run), and its latencies (ms)."""
+    return (due - t0) * 1000, (start - t0) * 1000, latency_us / 1000, uncorrected_us / 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import orjson
 from hdrh.histogram import HdrHistogram
 
 SCHEMA_VERSION = 1
@@ -33,6 +34,11 @@ HIT_CLASSES = frozenset({"HIT", "STALE"})
 ERROR_CLASS = "error"
 
 _X_CACHE_CLASSES = {"HIT": "HIT", "MISS": "MISS", "STALE": "STALE"}
+# A batch result's "cache" member, as the single endpoint's headers would classify it.
+_BATCH_CACHE_CLASSES = {"HIT": "HIT", "STALE": "STALE", "MISS": "MISS", "collapsed": "collapsed"}
+
+# One item of a batch response: (status, class, error kind or None).
+BatchItem = tuple[int, str, str | None]
 
 
 def classify(x_cache: str | None, cache_status: str | None) -> str:
@@ -51,6 +57,36 @@ def classify(x_cache: str | None, cache_status: str | None) -> str:
             return "MISS"
         return "other"
     return "none"
+
+
+def classify_batch(status: int, body: bytes | None, size: int) -> list[BatchItem]:
+    """The outcome of each of the `size` items of a `POST /predict/batch` answered with `status`.
+
+    A 200 body is `{"results": [...]}` in request order, each `{"status": 200, "cache": ...}` or
+    `{"status": 404|503|504, "error": ...}`; an item's error kind is `HTTP <its status>`, as for a
+    single request. A batch that failed as a whole (any other status), or a body that is not that
+    shape for `size` items, makes every item an error of that kind.
+    """
+    if status != 200:
+        return [(status, ERROR_CLASS, f"HTTP {status}")] * size
+    try:
+        results = orjson.loads(body or b"")["results"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        results = None
+    if not isinstance(results, list) or len(results) != size:
+        return [(status, ERROR_CLASS, "bad batch response")] * size
+    items: list[BatchItem] = []
+    for result in results:
+        item_status = result.get("status") if isinstance(result, dict) else None
+        if not isinstance(item_status, int) or isinstance(item_status, bool):
+            items.append((status, ERROR_CLASS, "bad batch response"))
+        elif item_status >= 400:
+            items.append((item_status, ERROR_CLASS, f"HTTP {item_status}"))
+        else:
+            cache = result.get("cache")
+            name = _BATCH_CACHE_CLASSES.get(cache, "other") if isinstance(cache, str) else "none"
+            items.append((item_status, name, None))
+    return items
 
 
 def new_histogram() -> HdrHistogram:
@@ -82,6 +118,7 @@ class Recorder:
         "corrected",
         "errors",
         "errors_by_kind",
+        "http_requests",
         "late_starts",
         "status_codes",
         "uncorrected",
@@ -93,7 +130,8 @@ class Recorder:
         self.status_codes: dict[int, int] = {}
         self.errors_by_kind: dict[str, int] = {}
         self.bytes_received = 0
-        self.completed = 0
+        self.completed = 0  # items: requests, or each input of every batch
+        self.http_requests = 0
         self.errors = 0
         self.late_starts = 0
 
@@ -102,6 +140,35 @@ class Recorder:
     ) -> None:
         """Record one finished request: its class, status (0 for a transport failure), body size and
         its latency measured from the intended and from the actual start."""
+        self.http_requests += 1
+        self._record_item(response_class, status, nbytes, latency_us, uncorrected_us)
+
+    def record_error(self, kind: str, status: int, nbytes: int, latency_us: int, uncorrected_us: int) -> None:
+        """Record a failed request (a timeout, a transport error or an HTTP error status) as class "error"."""
+        self.http_requests += 1
+        self._record_error_item(kind, status, nbytes, latency_us, uncorrected_us)
+
+    def record_batch(self, items: list[BatchItem], nbytes: int, latency_us: int, uncorrected_us: int) -> None:
+        """Record one batch request: every item with the batch's latency and its own status and class
+        (or error kind); the body's bytes are counted once."""
+        self.http_requests += 1
+        for status, response_class, kind in items:
+            if kind is None:
+                self._record_item(response_class, status, nbytes, latency_us, uncorrected_us)
+            else:
+                self._record_error_item(kind, status, nbytes, latency_us, uncorrected_us)
+            nbytes = 0
+
+    def _record_error_item(
+        self, kind: str, status: int, nbytes: int, latency_us: int, uncorrected_us: int
+    ) -> None:
+        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
+        self.errors += 1
+        self._record_item(ERROR_CLASS, status, nbytes, latency_us, uncorrected_us)
+
+    def _record_item(
+        self, response_class: str, status: int, nbytes: int, latency_us: int, uncorrected_us: int
+    ) -> None:
         histogram = self.corrected.get(response_class)
         if histogram is None:
             histogram = self.corrected[response_class] = new_histogram()
@@ -112,12 +179,6 @@ class Recorder:
             self.status_codes[status] = self.status_codes.get(status, 0) + 1
         self.bytes_received += nbytes
         self.completed += 1
-
-    def record_error(self, kind: str, status: int, nbytes: int, latency_us: int, uncorrected_us: int) -> None:
-        """Record a failed request (a timeout, a transport error or an HTTP error status) as class "error"."""
-        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
-        self.errors += 1
-        self.record(ERROR_CLASS, status, nbytes, latency_us, uncorrected_us)
 
 
 @dataclass(frozen=True)
@@ -183,10 +244,21 @@ class RunSummary:
     uncorrected_latency: LatencySummary
     classes: dict[str, LatencySummary]
     histograms: dict[str, dict[str, str]] = field(default_factory=dict)
+    # HTTP requests sent: `requests` counts items, and with `--batch N` a request carries N of them.
+    http_requests: int | None = None
+
+    @property
+    def http_request_count(self) -> int:
+        return self.requests if self.http_requests is None else self.http_requests
 
     @property
     def throughput_rps(self) -> float:
+        """Items (requests, or inputs of batches) answered per second."""
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def http_throughput_rps(self) -> float:
+        return self.http_request_count / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def error_rate(self) -> float:
@@ -206,11 +278,13 @@ class RunSummary:
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 6),
             "requests": self.requests,
+            "http_requests": self.http_request_count,
             "errors": self.errors,
             "errors_by_kind": self.errors_by_kind,
             "status_codes": {str(code): count for code, count in sorted(self.status_codes.items())},
             "bytes_received": self.bytes_received,
             "throughput_rps": round(self.throughput_rps, 3),
+            "http_throughput_rps": round(self.http_throughput_rps, 3),
             "error_rate": round(self.error_rate, 6),
             "hit_ratio": round(self.hit_ratio, 6),
             "open_loop": self.open_loop,
@@ -263,6 +337,8 @@ class RunSummary:
                 for kind, value in histograms.items()
                 if kind in ("corrected", "uncorrected")
             },
+            # Absent from runs written before batches: one HTTP request per item then.
+            http_requests=int(_number(data.get("http_requests", requests))),
         )
 
 
@@ -291,6 +367,7 @@ def summarize(
             "corrected": {name: _encode(h) for name, h in corrected.items()},
             "uncorrected": {name: _encode(h) for name, h in uncorrected.items()},
         },
+        http_requests=recorder.http_requests,
     )
 
 

@@ -35,6 +35,7 @@ _RUN_METRICS: dict[str, dict[str, float]] = {
     "throughput_rps": {"": 1.0, "rps": 1.0},
     "rps": {"": 1.0, "rps": 1.0},
     "requests": {"": 1.0},
+    "http_requests": {"": 1.0},
     "errors": {"": 1.0},
     "late_starts": {"": 1.0},
 }
@@ -127,6 +128,7 @@ def _observe(threshold: Threshold, summary: RunSummary) -> float | None:
         "throughput_rps": summary.throughput_rps,
         "rps": summary.throughput_rps,
         "requests": float(summary.requests),
+        "http_requests": float(summary.http_request_count),
         "errors": float(summary.errors),
         "late_starts": float(summary.late_starts),
     }

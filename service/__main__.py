@@ -15,14 +15,14 @@ from aiohttp import web
 from service.app import create_app
 from service.config import Settings
 from service.errors import ConfigError
-from service.model import Predictor, build_predictor
+from service.model import Model, build_model
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     try:
         settings = Settings.from_args(argv, environ)
         # Load the model before listening, so a bad MODEL is a one-line error, not a failed startup.
-        model = build_predictor(settings)
+        model = build_model(settings)
     except ConfigError as exc:
         print(f"predcache: error: {exc}", file=sys.stderr)
         return 2
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return supervise(settings, model)
 
 
-def serve(settings: Settings, model: Predictor) -> NoReturn:
+def serve(settings: Settings, model: Model) -> NoReturn:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
@@ -57,7 +57,7 @@ def serve(settings: Settings, model: Predictor) -> NoReturn:
     os._exit(0)
 
 
-def supervise(settings: Settings, model: Predictor) -> int:
+def supervise(settings: Settings, model: Model) -> int:
     """Run `settings.workers` serving processes on one port and pass SIGTERM/SIGINT on to them."""
     # Fork before any event loop exists; each worker builds its own app, pool and loop.
     context = multiprocessing.get_context("fork")

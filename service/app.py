@@ -8,44 +8,66 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from service import keys
+from service import keys, keyspace
 from service.breaker import CircuitBreaker
-from service.cache import CacheBackend, MemoryBackend, RedisBackend, create_redis_client
+from service.cache import CacheBackend, MemoryBackend, RedisBackend
 from service.config import Settings, redact_url
+from service.contract import contract_for
 from service.events import Events
+from service.fleet import Fleet
+from service.generation import ModelGeneration
 from service.handlers import add_routes
+from service.http_server import MalformedRequestLog, hide_server_version
+from service.inputs import InputCodec
 from service.lease import Leases
 from service.metrics import Metrics
 from service.middleware import errors_and_metrics
-from service.model import ModelRunner, Predictor, build_predictor
-from service.predictions import Fleet, Predictions
+from service.model import Model, build_model
+from service.openapi import build_spec
+from service.predictions import Predictions
+from service.runner import Limits, ModelRunner
+from service.topology import RedisClient, create_client, mode_of
+from service.upstream import UpstreamModel
 
 log = logging.getLogger("service")
 
 Context = Callable[[web.Application], AsyncIterator[None]]
 
+# Redis connections opened at startup (the pool opens more on demand, up to REDIS_MAX_CONNECTIONS).
+WARM_CONNECTIONS = 32
+
 
 def create_app(
-    settings: Settings, *, redis: Redis | None = None, model: Predictor | None = None
+    settings: Settings, *, redis: RedisClient | None = None, model: Model | None = None
 ) -> web.Application:
     """The service. `redis` and `model` replace the ones the settings name (tests, embedding)."""
+    hide_server_version()
     app = web.Application(
         middlewares=[errors_and_metrics],
-        # aiohttp answers request lines over 8 KiB itself, in plain text; up to 32 KiB they reach
-        # our handlers and get the same JSON 400 as every other bad input.
-        handler_args={"max_line_size": 32 * 1024},
+        handler_args={
+            # aiohttp answers request lines over 8 KiB itself, in plain text; up to 32 KiB they reach
+            # our handlers and get the same JSON 400 as every other bad input.
+            "max_line_size": 32 * 1024,
+            # Requests aiohttp cannot parse: a rate-limited WARNING line instead of a traceback each.
+            "logger": MalformedRequestLog(logging.getLogger("aiohttp.server")),
+        },
+        # Past it, reading a POST body raises 413, which the middleware answers in JSON.
+        client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app.cleanup_ctx.append(cache_context(settings, redis))
+    model = build_model(settings) if model is None else model
+    if isinstance(model, UpstreamModel):
+        # Before predictions: its HTTP client outlives every fill, and closes after them.
+        app.cleanup_ctx.append(model.client_context)
     app.cleanup_ctx.append(predictions_context(settings, model))
     add_routes(app)
     return app
 
 
-def cache_context(settings: Settings, redis: Redis | None) -> Context:
+def cache_context(settings: Settings, redis: RedisClient | None) -> Context:
     async def context(app: web.Application) -> AsyncIterator[None]:
         cache: CacheBackend | None
         if not settings.cache_enabled:
@@ -66,11 +88,11 @@ def cache_context(settings: Settings, redis: Redis | None) -> Context:
     return context
 
 
-async def _redis_backend(settings: Settings, redis: Redis | None, metrics: Metrics) -> RedisBackend:
+async def _redis_backend(settings: Settings, redis: RedisClient | None, metrics: Metrics) -> RedisBackend:
     owns_client = redis is None
     if redis is None:
         assert settings.redis_url is not None
-        redis = create_redis_client(
+        redis = create_client(
             settings.redis_url,
             timeout_s=settings.redis_timeout_s,
             max_connections=settings.redis_max_connections,
@@ -78,8 +100,13 @@ async def _redis_backend(settings: Settings, redis: Redis | None, metrics: Metri
     where = redact_url(settings.redis_url) if settings.redis_url else "the given client"
     try:
         async with asyncio.timeout(settings.redis_timeout_s * 4):
-            await redis.ping()
-        log.info("cache: Redis at %s", where)
+            # Several connections at once, not one: the misses of a batch each take a lease, and
+            # would otherwise wait for connections opened on demand, one after another, and reach
+            # the model too far apart to share a call.
+            await asyncio.gather(
+                *(redis.ping() for _ in range(min(WARM_CONNECTIONS, settings.redis_max_connections)))
+            )
+        log.info("cache: Redis (%s) at %s", mode_of(redis), where)
     except Exception as exc:
         # The service starts anyway: requests are answered by the model until Redis answers.
         log.warning(
@@ -89,44 +116,80 @@ async def _redis_backend(settings: Settings, redis: Redis | None, metrics: Metri
         )
     breaker = CircuitBreaker(cooldown_s=settings.breaker_cooldown_s)
     return RedisBackend(
-        redis, metrics=metrics, timeout_s=settings.redis_timeout_s, breaker=breaker, owns_client=owns_client
+        redis,
+        metrics=metrics,
+        timeout_s=settings.redis_timeout_s,
+        breaker=breaker,
+        owns_client=owns_client,
+        # One connection per node stays free for the pub/sub subscription.
+        max_commands=max(1, settings.redis_max_connections - 1),
     )
 
 
-def predictions_context(settings: Settings, model: Predictor | None) -> Context:
+def predictions_context(settings: Settings, model: Model | None) -> Context:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        predictor = model if model is not None else build_predictor(settings)
+        contract = contract_for(model if model is not None else build_model(settings))
         # Not a `with` block: its exit waits for model threads, and a hung synchronous model would
         # then hold up shutdown for ever. Threads still busy at exit are abandoned (see __main__).
         executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model")
-        runner = ModelRunner(predictor, timeout_s=settings.model_timeout_s, executor=executor)
+        metrics = app[keys.METRICS]
+        limits = Limits(
+            timeout_s=settings.model_timeout_s,
+            max_concurrency=settings.model_max_concurrency,
+            threads=settings.model_threads,
+            queue_max=settings.model_queue_max,
+            batch_wait_s=settings.batch_wait_ms / 1000,
+            max_batch_size=settings.max_batch_size,
+        )
+        runner = ModelRunner(contract, limits=limits, executor=executor, metrics=metrics)
+        metrics.queue_depth.set_function(lambda: runner.admission.waiting)
+        inputs = contract.inputs or InputCodec(contract.input_type, invalid=contract.invalid)
         cache = app[keys.CACHE]
         fleet = None
         if isinstance(cache, RedisBackend):
             # Replicas sharing this Redis share model calls too: leases plus "stored" events.
             fleet = Fleet(
                 Leases(cache, lease_ttl_s=settings.lease_ttl_s),
-                Events(cache, channel=f"predcache:{runner.version}:events"),
+                Events(cache, channel=keyspace.events_channel(runner.version)),
+                metrics=metrics,
+                lease_ttl_s=settings.lease_ttl_s,
+                model_timeout_s=settings.model_timeout_s,
             )
             fleet.events.start()
+        model_generation = ModelGeneration(cache, keyspace.model_generation_key(runner.version))
+        # Before the first request: a replica joining after a DELETE /cache must know of it.
+        await model_generation.refresh()
+        model_generation.start()
         predictions = Predictions(
             runner=runner,
             cache=cache,
-            metrics=app[keys.METRICS],
+            metrics=metrics,
             ttl_s=settings.ttl_s,
             grace_s=settings.grace_s,
             xfetch_beta=settings.xfetch_beta,
             near_ttl_s=settings.near_ttl_s,
             near_max_entries=settings.cache_max_entries,
-            lease_ttl_s=settings.lease_ttl_s,
+            near_max_bytes=settings.near_max_bytes,
+            max_entry_bytes=settings.cache_max_entry_bytes,
             fleet=fleet,
+            model_generation=model_generation,
+        )
+        if cache is not None:
+            metrics.local_only.set_function(lambda: float(cache.state != "ok"))
+        app[keys.INPUTS] = inputs
+        app[keys.OPENAPI] = build_spec(
+            inputs,
+            runner.output_adapter,
+            model_version=runner.version,
+            admin=settings.admin_token is not None,
+            max_items=settings.max_batch_items,
         )
         app[keys.PREDICTIONS] = predictions
-        log.info("model %s loaded (%s)", runner.version, settings.model)
+        # An upstream URL may hold a password.
+        log.info("model %s loaded (%s)", runner.version, redact_url(settings.model))
         yield
         await predictions.close()
-        if fleet is not None:
-            await fleet.events.close()
+        await model_generation.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
     return context

@@ -15,14 +15,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, Protocol, TypeVar, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.breaker import CircuitBreaker
 from service.metrics import Metrics
+from service.topology import RedisClient, close_client, describe
 
 log = logging.getLogger(__name__)
 
@@ -105,42 +104,35 @@ class MemoryBackend:
         self._entries.clear()
 
 
-def create_redis_client(url: str, *, timeout_s: float, max_connections: int) -> Redis:
-    """A client that fails fast: short timeouts, no retries, a bounded pool.
-
-    redis-py's defaults retry with backoff for seconds and wait 20 s for a pooled connection; behind a
-    request that must answer in milliseconds, a fast miss is worth more than a slow hit.
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_s,  # wait for a free pooled connection
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return Redis(connection_pool=pool)
-
-
 class RedisBackend:
-    """Redis through redis.asyncio, behind a circuit breaker; every failure is a miss."""
+    """Redis through redis.asyncio, behind a circuit breaker; every failure is a miss.
+
+    `client` is one Redis, a Sentinel-managed primary or a Redis Cluster (see topology.py): all keys
+    one command names share a hash slot (see keyspace.py), so the commands are the same for all three.
+    """
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         *,
         metrics: Metrics,
         timeout_s: float,
         breaker: CircuitBreaker,
         owns_client: bool = True,
+        max_commands: int | None = None,
     ) -> None:
         self.client = client
         self.breaker = breaker
         self._metrics = metrics
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._owns_client = owns_client
+        # redis-py's cluster client fails a command at once when a node's pool is full, where the
+        # single-Redis pool waits: bound the commands in flight so that every mode waits (in the budget).
+        self._commands = asyncio.Semaphore(max_commands) if max_commands is not None else None
         self._refusal_logged_at: dict[str, float] = {}
+        # A batch reads keys of many slots: a cluster splits the MGET by slot (each key's entry and
+        # generation still share one), where one Redis answers it in one command.
+        self._mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
 
     @property
     def state(self) -> CacheState:
@@ -148,7 +140,7 @@ class RedisBackend:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
         # Without decode_responses, redis-py replies bytes; its stubs cannot know that.
-        return await self.call("MGET", lambda: cast("Awaitable[list[bytes | None]]", self.client.mget(keys)))
+        return await self.call("MGET", lambda: cast("Awaitable[list[bytes | None]]", self._mget(keys)))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
         px = max(1, round(ttl_s * 1000))
@@ -171,8 +163,12 @@ class RedisBackend:
             # A hard budget on top of the socket timeouts: waiting for the pool, connecting and reading
             # all count. redis-py drops a connection whose command was cancelled, so a late reply can
             # never reach the next user of that connection.
-            async with asyncio.timeout(self._timeout_s):
-                reply = await call()
+            async with asyncio.timeout(self.timeout_s):
+                if self._commands is None:
+                    reply = await call()
+                else:
+                    async with self._commands:
+                        reply = await call()
         except ResponseError as exc:
             # OOM under noeviction, READONLY replica, WRONGTYPE: Redis is reachable but refused this
             # command. Fail this one request open without opening the breaker for everybody.
@@ -184,7 +180,11 @@ class RedisBackend:
                 self._refusal_logged_at[command] = now
                 log.warning("redis %s refused: %s", command, exc)
             return Miss.UNAVAILABLE
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError, RuntimeError) as exc:
+            # RedisClusterException is not a RedisError: a cluster mid-failover raises
+            # SlotNotCoveredError, which must be a miss like any other failure, never a 500. Nor is
+            # uvloop's RuntimeError on a closed transport, raised when a slot map refresh closes the
+            # connections of a node it replaced while a command was starting on one of them.
             self._failed(command, exc)
             return Miss.UNAVAILABLE
         except asyncio.CancelledError:
@@ -217,6 +217,10 @@ class RedisBackend:
         else:
             log.debug("redis %s failed: %s: %s", command, type(exc).__name__, exc)
 
+    async def describe(self) -> dict[str, object]:
+        """For /readyz: the mode and how many nodes answer (bounded by the command budget)."""
+        return await describe(self.client, timeout_s=self.timeout_s)
+
     async def close(self) -> None:
         if self._owns_client:
-            await self.client.aclose()
+            await close_client(self.client)

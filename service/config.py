@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from service.errors import ConfigError
+from service.topology import parse_redis_url
 
-DEMO_MODEL = "service.model:DemoModel"
+DEMO_MODEL = "service.demo:DemoModel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,25 @@ class Settings:
     lease_ttl_s: float = 2.0
     admin_token: str | None = None
     near_ttl_s: float = 1.0
+    near_max_bytes: int = 64 * 1024 * 1024
     cache_max_entries: int = 10_000
+    cache_max_entry_bytes: int = 1024 * 1024
+    max_body_bytes: int = 64 * 1024
     model: str = DEMO_MODEL
     model_timeout_s: float = 10.0
     model_threads: int = 4
+    model_max_concurrency: int | None = None  # None: 1 for a batch model, model_threads for a sync one
+    model_queue_max: int = 1000
+    batch_wait_ms: float = 2.0
+    max_batch_size: int = 32
+    max_batch_items: int = 1000
     demo_model_latency_s: float = 1.0
+    demo_model_item_latency_s: float = 0.001
+    # Upstream mode (MODEL=http://...): see service/upstream.py.
+    model_version: str | None = None
+    upstream_version_header: str | None = None
+    input_schema: str | None = None  # path of a JSON Schema file
+    upstream_max_connections: int = 100
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 64
     breaker_cooldown_s: float = 1.0
@@ -118,16 +133,21 @@ def boolean(name: str, raw: str) -> bool:
 
 
 def redis_url(name: str, raw: str) -> str:
-    scheme = urlsplit(raw).scheme
-    if scheme not in ("redis", "rediss", "unix"):
+    try:
+        parse_redis_url(raw)
+    except ValueError as exc:
         # The URL may carry a password: say what is wrong without echoing it.
-        raise ConfigError(name, f"must start with redis://, rediss:// or unix://, got {redact_url(raw)!r}")
+        raise ConfigError(name, f"{exc}, got {redact_url(raw)!r}") from None
     return raw
 
 
 def model_spec(name: str, raw: str) -> str:
+    if raw.startswith(("http://", "https://")):
+        if not urlsplit(raw).hostname:
+            raise ConfigError(name, f"expected http://HOST[:PORT]/PATH, got {redact_url(raw)!r}")
+        return raw
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", raw):
-        raise ConfigError(name, f"expected package.module:attribute, got {raw!r}")
+        raise ConfigError(name, f"expected package.module:attribute or an http(s):// URL, got {raw!r}")
     return raw
 
 
@@ -145,13 +165,14 @@ def non_empty(name: str, raw: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for logs and messages."""
+    """The URL with any password replaced by `***`, for logs and messages. Works on node lists
+    (`redis+cluster://:pw@h1:1,h2:2`) too, whose netloc urlsplit cannot parse into host and port."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
 # -- the option table: one row a setting, shared by --help, flags and environment --------------------
@@ -177,7 +198,9 @@ OPTIONS: tuple[Option, ...] = (
         "--redis-url",
         "REDIS_URL",
         redis_url,
-        "Redis to cache in (redis://, rediss:// or unix://, password in the URL); "
+        "Redis to cache in, password in the URL: redis://HOST:PORT/DB (rediss:// for TLS, or "
+        "unix://); a Redis Cluster: redis+cluster://HOST:PORT[,HOST:PORT...] (any nodes); Sentinel: "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB] (rediss+... for TLS); "
         "unset: an embedded in-process cache",
     ),
     Option(
@@ -227,8 +250,17 @@ OPTIONS: tuple[Option, ...] = (
         "--near-cache-seconds",
         "NEAR_CACHE_SECONDS",
         non_negative_float,
-        "seconds a replica keeps a decoded prediction in process before asking Redis again "
-        "(freshness rules still apply; invalidations reach it by pub/sub); 0 turns it off",
+        "seconds a replica trusts its in-process copy of a prediction before asking Redis again "
+        "(freshness rules still apply; invalidations reach it by pub/sub; while Redis is down the copy "
+        "lives by the prediction's own TTL and grace); 0: always ask",
+    ),
+    Option(
+        "near_max_bytes",
+        "--near-cache-max-bytes",
+        "NEAR_CACHE_MAX_BYTES",
+        _int_between(0, 1 << 40),
+        "bytes of predictions a replica keeps in process (near-cache and its copies for when Redis is "
+        "down); the oldest go first",
     ),
     Option(
         "cache_max_entries",
@@ -237,7 +269,28 @@ OPTIONS: tuple[Option, ...] = (
         _int_between(1, 10_000_000),
         "entries the embedded cache keeps (least recently used go first)",
     ),
-    Option("model", "--model", "MODEL", model_spec, "the model as package.module:attribute"),
+    Option(
+        "cache_max_entry_bytes",
+        "--cache-max-entry-bytes",
+        "CACHE_MAX_ENTRY_BYTES",
+        _int_between(1024, 512 * 1024 * 1024),
+        "largest cache entry (metadata + response body); a larger prediction is served but not cached",
+    ),
+    Option(
+        "max_body_bytes",
+        "--max-body-bytes",
+        "MAX_BODY_BYTES",
+        _int_between(1024, 64 * 1024 * 1024),
+        "largest request body POST /predict accepts; larger bodies get 413",
+    ),
+    Option(
+        "model",
+        "--model",
+        "MODEL",
+        model_spec,
+        "the model as package.module:attribute, or the http(s):// URL of a model server to POST "
+        "each miss's JSON to (upstream mode)",
+    ),
     Option(
         "model_timeout_s",
         "--model-timeout",
@@ -253,11 +306,84 @@ OPTIONS: tuple[Option, ...] = (
         "threads that run a synchronous model's predict",
     ),
     Option(
+        "model_max_concurrency",
+        "--model-max-concurrency",
+        "MODEL_MAX_CONCURRENCY",
+        _int_between(1, 100_000),
+        "model calls in flight at once; unset: 1 for a model with predict_batch, MODEL_THREADS for a "
+        "synchronous one, MODEL_QUEUE_MAX for an asynchronous one",
+    ),
+    Option(
+        "model_queue_max",
+        "--model-queue-max",
+        "MODEL_QUEUE_MAX",
+        _int_between(1, 10_000_000),
+        "predictions waiting for the model; a miss past it gets 503 overloaded with Retry-After",
+    ),
+    Option(
+        "batch_wait_ms",
+        "--batch-wait-ms",
+        "BATCH_WAIT_MS",
+        non_negative_float,
+        "for a model with predict_batch: how long a miss waits for others to share its call",
+    ),
+    Option(
+        "max_batch_size",
+        "--max-batch-size",
+        "MAX_BATCH_SIZE",
+        _int_between(1, 100_000),
+        "for a model with predict_batch: most predictions in one call",
+    ),
+    Option(
+        "max_batch_items",
+        "--max-batch-items",
+        "MAX_BATCH_ITEMS",
+        _int_between(1, 100_000),
+        "most inputs in one POST /predict/batch",
+    ),
+    Option(
+        "demo_model_item_latency_s",
+        "--demo-model-item-latency",
+        "DEMO_MODEL_ITEM_LATENCY_SECONDS",
+        non_negative_float,
+        "seconds the demo model's predict_batch adds per prediction",
+    ),
+    Option(
         "demo_model_latency_s",
         "--demo-model-latency",
         "DEMO_MODEL_LATENCY_SECONDS",
         non_negative_float,
-        "seconds the demo model takes per prediction",
+        "seconds the demo model takes per call",
+    ),
+    Option(
+        "model_version",
+        "--model-version",
+        "MODEL_VERSION",
+        non_empty,
+        "upstream mode (required there): the upstream model's version, part of every cache key",
+    ),
+    Option(
+        "upstream_version_header",
+        "--upstream-version-header",
+        "UPSTREAM_VERSION_HEADER",
+        non_empty,
+        "upstream mode: a response header naming the version the upstream answered with; an answer "
+        "whose header is not MODEL_VERSION is served but not cached",
+    ),
+    Option(
+        "input_schema",
+        "--input-schema",
+        "INPUT_SCHEMA",
+        non_empty,
+        "upstream mode: a JSON Schema file that requests must match before they reach the upstream "
+        "(and that /openapi.json publishes); unset: any JSON object",
+    ),
+    Option(
+        "upstream_max_connections",
+        "--upstream-max-connections",
+        "UPSTREAM_MAX_CONNECTIONS",
+        _int_between(1, 10_000),
+        "upstream mode: connections open to the upstream at most (one pool)",
     ),
     Option(
         "redis_timeout_s",

@@ -1,14 +1,25 @@
 """Every error predcache raises on purpose, and what a client sees for it.
 
 PredcacheError            base; `status` is the HTTP status, `code` the JSON error code
-├── InvalidPair           400: the `pair` parameter is missing, repeated, too long or malformed
-├── UnknownPair           404: a well-formed pair the model does not predict
-├── ModelError            503: the model raised, or returned something that is not a finite number
+├── InvalidInput          400: the request is not a valid input of the model (`fields` says where)
+│   └── InvalidPair       400: the same, for a pair-only model (the demo): `invalid_pair`
+├── InvalidCacheControl   400: a Cache-Control max-age that is not a whole number of seconds
+├── Unauthorized          401: an admin endpoint without the admin bearer token
+├── UnsupportedMediaType  415: a POST body that is not declared as JSON
+├── UnknownInput          404: a valid input the model refuses to predict (raised by the model)
+│   └── UnknownPair       404: the same, for a pair-only model: `unknown_pair`
+├── UpstreamRefused       4xx: an upstream model server refused the input; its status and body, as sent
+├── CacheUnavailable      503: an invalidation could not reach the cache
+├── Overloaded            503: the model's queue is full; `retry_after_s` says when to come back
+├── ModelError            503: the model raised, or returned something its output type refuses
 └── ModelTimeout          504: the model did not answer within the model timeout
 ConfigError               a setting has a bad value (the command exits with status 2)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class PredcacheError(Exception):
@@ -22,11 +33,48 @@ class PredcacheError(Exception):
         self.message = message
 
 
-class InvalidPair(PredcacheError):
-    """The `pair` parameter is missing, repeated, too long or not of the form BASE-QUOTE."""
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One input field at fault and what is wrong with it."""
+
+    field: str  # dotted path, e.g. "horizon_minutes" or "features.3"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidItem:
+    """One invalid input of a batch: where it is, and what is wrong with it."""
+
+    index: int
+    message: str
+    fields: tuple[FieldError, ...]
+
+
+class InvalidInput(PredcacheError):
+    """The request is not a valid input of the model; nothing was looked up or computed."""
 
     status = 400
+    code = "invalid_input"
+
+    def __init__(
+        self, message: str, fields: Sequence[FieldError] = (), items: Sequence[InvalidItem] = ()
+    ) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
+        self.items = tuple(items)  # for a batch: each invalid input, by index
+
+
+class InvalidPair(InvalidInput):
+    """The `pair` parameter is missing, repeated, too long or not of the form BASE-QUOTE."""
+
     code = "invalid_pair"
+
+
+class UnsupportedMediaType(PredcacheError):
+    """A POST body whose Content-Type is not JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class InvalidCacheControl(PredcacheError):
@@ -50,15 +98,49 @@ class CacheUnavailable(PredcacheError):
     code = "cache_unavailable"
 
 
-class UnknownPair(PredcacheError):
-    """The pair is well formed but the model does not predict it."""
+class UnknownInput(PredcacheError):
+    """A valid input the model cannot predict (an unknown pair, customer, item).
+
+    A model raises it from `predict` before doing any work; it answers 404 and is never cached.
+    """
 
     status = 404
+    code = "unknown_input"
+
+
+class UnknownPair(UnknownInput):
+    """The pair is well formed but the model does not predict it."""
+
     code = "unknown_pair"
 
     def __init__(self, pair: str) -> None:
         super().__init__(f"the model does not predict {pair}")
         self.pair = pair
+
+
+class Overloaded(PredcacheError):
+    """Too many predictions are already waiting for the model; the miss was refused at once."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, waiting: int, retry_after_s: int = 1) -> None:
+        super().__init__(f"the model has {waiting} predictions waiting; retry in {retry_after_s} s")
+        self.waiting = waiting
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamRefused(PredcacheError):
+    """An upstream model server answered 4xx: the input is bad in its eyes. Never cached; every waiter
+    of the call gets the upstream's own status and JSON body."""
+
+    code = "upstream_refused"
+
+    def __init__(self, status: int, body: bytes, content_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body  # JSON, served as is
+        self.content_type = content_type
 
 
 class ModelError(PredcacheError):

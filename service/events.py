@@ -1,5 +1,5 @@
-"""Cache events between replicas over one Redis pub/sub channel: "K was stored", "K's model call
-failed", "the cache was cleared".
+"""Cache events between replicas over one Redis pub/sub channel (a sharded one in a cluster, see
+pubsub.py): "K was stored", "K's model call failed", "the cache was cleared".
 
 Each process keeps one subscription; waiters register before they look, so an event published after
 they register is never missed. Pub/sub is best effort: waiters also poll, slowly.
@@ -14,13 +14,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from service.cache import RedisBackend
+from service.pubsub import PubSubRoute, route_for
 
 log = logging.getLogger(__name__)
 
 
-# A failed model call is published as "<key>|timeout" or "<key>|error", so that waiters on other
-# replicas answer with the same error instead of calling the model again.
-FAILURES = ("timeout", "error")
+# A failed model call is published as "<key>|timeout", "<key>|error" or "<key>|unknown" (the model
+# refused the input), so that waiters on other replicas answer with the same error instead of
+# calling the model again.
+FAILURES = ("timeout", "error", "unknown")
 
 
 @dataclass(eq=False)
@@ -32,9 +34,10 @@ class Watch:
 
 
 class Events:
-    def __init__(self, backend: RedisBackend, channel: str) -> None:
+    def __init__(self, backend: RedisBackend, channel: str, route: PubSubRoute | None = None) -> None:
         self._backend = backend
         self.channel = channel
+        self._route = route_for(backend.client) if route is None else route
         self._waiters: dict[str, set[Watch]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._reader: asyncio.Task[None] | None = None
@@ -66,7 +69,7 @@ class Events:
                 del self._waiters[key]  # the table holds only keys being waited for
 
     async def publish(self, message: str) -> None:
-        await self._backend.call("PUBLISH", lambda: self._backend.client.publish(self.channel, message))
+        await self._backend.call("PUBLISH", lambda: self._route.publish(self.channel, message))
 
     def _dispatch(self, message: str) -> None:
         key, _, failure = message.partition("|")
@@ -77,28 +80,39 @@ class Events:
             for listener in self._listeners:
                 listener(key)
 
+    def _wake_all(self) -> None:
+        """Wake every waiter to re-read its key: events may have been missed while unsubscribed."""
+        for waiters in self._waiters.values():
+            for watch in waiters:
+                watch.woken.set()
+
     async def _read_forever(self) -> None:
         breaker = self._backend.breaker
+        subscribed_before = False
         while True:
             # While Redis is down, requests probe it once per cool-down; the subscriber waits for
             # one of them to find it back instead of adding reconnection attempts of its own.
             await breaker.wait_closed()
-            pubsub = self._backend.client.pubsub(ignore_subscribe_messages=True)
+            subscription = None
             try:
-                await pubsub.subscribe(self.channel)
-                # redis-py's PubSub reconnects by itself inside get_message; stop reading while the
-                # breaker is open, or it would keep dialling a dead Redis once a second.
+                async with asyncio.timeout(self._backend.timeout_s * 4):
+                    subscription = await self._route.subscribe(self.channel)
+                if subscribed_before:
+                    self._wake_all()
+                subscribed_before = True
+                # Stop reading while the breaker is open, or a broken subscription would keep
+                # dialling a dead Redis once a second.
                 while breaker.is_closed:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        data = message["data"]
-                        self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
+                    message = await subscription.next_message(timeout_s=1.0)
+                    if message is not None:
+                        self._dispatch(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # The connection broke: count it against Redis, and let waiters poll meanwhile.
+                # The connection broke (a failover, a restart): count it against Redis, let waiters
+                # poll meanwhile, then subscribe afresh (to the new primary).
                 self._backend.record_failure("SUBSCRIBE", exc)
                 await asyncio.sleep(breaker.cooldown_s)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if subscription is not None:
+                    await subscription.aclose()

@@ -5,28 +5,30 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import Sequence
 
 import orjson
 from aiohttp import web
 
 from service import keys
-from service.errors import CacheUnavailable, InvalidCacheControl, InvalidPair, Unauthorized, UnknownPair
+from service.cache import RedisBackend
+from service.errors import (
+    CacheUnavailable,
+    FieldError,
+    InvalidCacheControl,
+    InvalidInput,
+    Overloaded,
+    PredcacheError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from service.freshness import ANY_AGE, Freshness, Outcome
+from service.inputs import ModelInput
 from service.metrics import CONTENT_TYPE_LATEST
-from service.openapi import openapi_spec
-from service.pair import parse_pair
-from service.predictions import ANY_AGE, Answer, Freshness, Outcome, Predictions
+from service.predictions import Answer, Predictions
 
 JSON = "application/json"
 _SECONDS = re.compile(r"[0-9]{1,10}")
-
-
-def pair_from_query(request: web.Request) -> str:
-    values = request.query.getall("pair", [])
-    if not values:
-        raise InvalidPair("the pair parameter is missing; expected e.g. /predict?pair=ETH-EUR")
-    if len(values) > 1:
-        raise InvalidPair("the pair parameter is given more than once")
-    return parse_pair(values[0])
 
 
 def freshness_from_headers(request: web.Request) -> Freshness:
@@ -49,11 +51,50 @@ def freshness_from_headers(request: web.Request) -> Freshness:
     return Freshness(no_cache=no_cache, max_age_s=max_age_s)
 
 
-async def predict(request: web.Request) -> web.Response:
-    pair = pair_from_query(request)
+async def predict_get(request: web.Request) -> web.Response:
+    """GET /predict?field=value&...: the query parameters are the input's fields."""
+    inputs = request.app[keys.INPUTS]
+    raw = request.query_string
+    model_input = inputs.recent(raw) or inputs.from_query(request.query, raw=raw)
+    return await _predict(request, model_input)
+
+
+async def predict_post(request: web.Request) -> web.Response:
+    """POST /predict with the input as a JSON object; it shares cache entries with GET."""
+    model_input = request.app[keys.INPUTS].from_json(await json_body(request))
+    return await _predict(request, model_input)
+
+
+async def predict_batch(request: web.Request) -> web.Response:
+    """POST /predict/batch with `{"inputs": [...]}`: a result per input, in order."""
+    inputs = request.app[keys.INPUTS].from_batch(
+        await json_body(request), max_items=request.app[keys.SETTINGS].max_batch_items
+    )
+    answers = await request.app[keys.PREDICTIONS].get_many(inputs, freshness_from_headers(request))
+    return json_response({"results": [batch_result(answer) for answer in answers]})
+
+
+def batch_result(answer: Answer | PredcacheError) -> dict[str, object]:
+    if isinstance(answer, PredcacheError):
+        return {"status": answer.status, "error": error_payload(answer)}
+    cache = "collapsed" if answer.collapsed else answer.outcome.value
+    # The stored body goes out as it is, embedded without decoding it.
+    return {"status": 200, "cache": cache, "prediction": orjson.Fragment(answer.entry.body)}
+
+
+async def _predict(request: web.Request, model_input: ModelInput) -> web.Response:
     predictions = request.app[keys.PREDICTIONS]
-    answer = await predictions.get(pair, freshness_from_headers(request))
+    answer = await predictions.get(model_input, freshness_from_headers(request))
     return prediction_response(answer, predictions)
+
+
+async def json_body(request: web.Request) -> bytes:
+    """The request body, if it says it is JSON; aiohttp answers 413 past MAX_BODY_BYTES."""
+    if request.content_type != JSON and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"the body must be JSON (Content-Type: {JSON}), not {request.content_type}"
+        )
+    return await request.read()
 
 
 def prediction_response(answer: Answer, predictions: Predictions) -> web.Response:
@@ -63,10 +104,13 @@ def prediction_response(answer: Answer, predictions: Predictions) -> web.Respons
         cache_status = f"predcache; hit; ttl={ttl_left}"
     elif answer.outcome is Outcome.STALE:
         cache_status = "predcache; hit; fwd=stale"
-    elif answer.collapsed:
-        cache_status = "predcache; fwd=uri-miss; collapsed"
     else:
-        cache_status = "predcache; fwd=uri-miss" + ("; stored" if answer.stored else "")
+        # RFC 9211: `request` when the client's own Cache-Control sent it to the model.
+        cache_status = "predcache; fwd=request" if answer.forced else "predcache; fwd=uri-miss"
+        if answer.collapsed:
+            cache_status += "; collapsed"
+        elif answer.stored:
+            cache_status += "; stored"
     return web.Response(
         body=entry.body,
         headers={
@@ -93,14 +137,16 @@ def require_admin(request: web.Request) -> None:
 
 
 async def invalidate_pair(request: web.Request) -> web.Response:
+    """DELETE /cache/{pair}: forget the prediction for the input `{"pair": ...}` (other fields at
+    their defaults) on every replica."""
     require_admin(request)
-    pair = parse_pair(request.match_info["pair"])
+    model_input = request.app[keys.INPUTS].from_object({"pair": request.match_info["pair"]})
     predictions = request.app[keys.PREDICTIONS]
-    if not predictions.runner.supports(pair):
-        raise UnknownPair(pair)
-    if not await predictions.invalidate(pair):
-        raise CacheUnavailable(f"could not reach the cache to invalidate {pair}; nothing changed")
-    return json_response({"invalidated": pair})
+    predictions.runner.check(model_input)
+    if not await predictions.invalidate(model_input):
+        raise CacheUnavailable(f"could not reach the cache to invalidate {model_input}; nothing changed")
+    # The pair as the input type normalized it, whatever the input type is (a model, a dict).
+    return json_response({"invalidated": orjson.loads(model_input.canonical)["pair"]})
 
 
 async def invalidate_all(request: web.Request) -> web.Response:
@@ -121,14 +167,24 @@ async def readyz(request: web.Request) -> web.Response:
     if predictions is None:
         return json_response({"status": "starting"}, status=503)
     cache = app[keys.CACHE]
-    return json_response(
-        {
-            "status": "ready",
-            "model": {"version": predictions.runner.version},
-            "cache": "disabled" if cache is None else cache.state,
-            "in_flight": len(predictions.in_flight),
-        }
-    )
+    payload: dict[str, object] = {
+        "status": "ready",
+        "model": {"version": predictions.runner.version},
+        "cache": "disabled" if cache is None else cache.state,
+        # While the cache is degraded, predictions come from this replica's own copies.
+        "local_cache": {
+            "entries": len(predictions.near),
+            "serving": cache is not None and cache.state != "ok",
+        },
+        "in_flight": len(predictions.in_flight),
+    }
+    if isinstance(cache, RedisBackend):
+        payload["redis"] = await cache.describe()  # mode, nodes, how many answer
+    return json_response(payload)
+
+
+async def openapi_spec(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[keys.OPENAPI], headers={"Content-Type": JSON})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -145,8 +201,35 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def predcache_error_response(exc: PredcacheError) -> web.Response:
+    response = json_response({"error": error_payload(exc)}, status=exc.status)
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
+def error_payload(exc: PredcacheError) -> dict[str, object]:
+    """`{"code", "message"}`, and for an invalid input the fields at fault (maybe none) and, in a
+    batch, the invalid inputs by index."""
+    error: dict[str, object] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, InvalidInput):
+        error["fields"] = _fields(exc.fields)
+        if exc.items:
+            error["items"] = [
+                {"index": item.index, "message": item.message, "fields": _fields(item.fields)}
+                for item in exc.items
+            ]
+    return error
+
+
+def _fields(fields: Sequence[FieldError]) -> list[dict[str, str]]:
+    return [{"field": f.field, "message": f.message} for f in fields]
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/predict", predict)
+    app.router.add_get("/predict", predict_get)
+    app.router.add_post("/predict", predict_post)
+    app.router.add_post("/predict/batch", predict_batch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from service.cache import CacheBackend
 from service.config import Settings
+from service.inputs import InputCodec
 from service.metrics import Metrics
 from service.predictions import Predictions
 
@@ -13,3 +14,5 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 CACHE: web.AppKey[CacheBackend | None] = web.AppKey("cache")  # None: caching disabled (--no-cache)
 PREDICTIONS = web.AppKey("predictions", Predictions)
+INPUTS = web.AppKey("inputs", InputCodec)  # the model's input type: requests to inputs and keys
+OPENAPI = web.AppKey("openapi", bytes)  # the encoded /openapi.json, built from the model's types

@@ -24,6 +24,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 
+from service import keyspace
 from service.cache import Miss, RedisBackend
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ class Leases:
         self._release = backend.client.register_script(_RELEASE)
         self._extend = backend.client.register_script(_EXTEND)
 
-    @staticmethod
-    def lease_key(key: str) -> str:
-        return key + ":lease"
+    lease_key = staticmethod(keyspace.lease_key)
 
     async def try_acquire(self, key: str) -> str | Miss | None:
         """A token if this replica now holds the lease, None if another does, Miss.UNAVAILABLE."""

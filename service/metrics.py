@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -40,6 +40,22 @@ class Metrics:
             "cache writes that failed (the request was still served)",
             registry=r,
         )
+        self.cache_oversized = Counter(
+            "predcache_cache_oversized",
+            "predictions served but not cached: larger than CACHE_MAX_ENTRY_BYTES",
+            registry=r,
+        )
+        self.local_answers = Counter(
+            "predcache_local_cache_answers",
+            "lookups answered from the replica's own copy: the cache was unreachable or had lost the entry",
+            registry=r,
+        )
+        # Set by the app to read the cache's state at scrape time.
+        self.local_only = Gauge(
+            "predcache_local_cache_only",
+            "1 while the shared cache cannot be reached and the replica answers from its own copies",
+            registry=r,
+        )
         self.cache_refusals = Counter(
             "predcache_redis_refusals",
             "Redis commands refused by a reachable Redis (OOM, READONLY)",
@@ -51,6 +67,32 @@ class Metrics:
         self.model_calls = Counter("predcache_model_calls", "calls to the model", registry=r)
         self.model_errors = Counter(
             "predcache_model_errors", "model calls that failed or timed out", registry=r
+        )
+        self.model_items = Counter(
+            "predcache_model_items",
+            "predictions computed by the model (a batch call computes several)",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "predcache_model_batch_size",
+            "predictions per predict_batch call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "predcache_model_queue_wait_seconds",
+            "time a prediction waited for a model call slot",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        # Set by the app to read the admission queue at scrape time.
+        self.queue_depth = Gauge(
+            "predcache_model_queue_depth", "predictions waiting for the model", registry=r
+        )
+        self.overloaded = Counter(
+            "predcache_model_overloaded",
+            "misses refused with 503 overloaded: the model's queue was full",
+            registry=r,
         )
         self.model_duration = Histogram(
             "predcache_model_duration_seconds",

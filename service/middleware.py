@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from service import keys
-from service.errors import PredcacheError
-from service.handlers import error_response
+from service.errors import PredcacheError, UpstreamRefused
+from service.handlers import error_response, predcache_error_response
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,20 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     try:
         response = await handler(request)
+    except UpstreamRefused as exc:
+        # The upstream model server's own answer to a bad input: its status and JSON body, no headers.
+        response = web.Response(status=exc.status, body=exc.body, headers={"Content-Type": exc.content_type})
     except PredcacheError as exc:
-        response = error_response(exc.status, exc.code, exc.message)
+        response = predcache_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         # Unknown paths and methods answer in the same JSON shape as everything else.
         response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        # A 405 must say which methods the resource has (RFC 9110, 15.5.6); aiohttp's exception
+        # carries that in its own headers, which the JSON response would otherwise drop.
+        if (allow := exc.headers.get(hdrs.ALLOW)) is not None:
+            response.headers[hdrs.ALLOW] = allow
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.rel_url)
         response = error_response(500, "internal_error", "internal error")

@@ -1,30 +1,49 @@
-"""The model seam: the `Predictor` protocol, loading one from `module:attribute`, and the demo model."""
+"""The model seam: the two protocols a model may follow, and loading one from `module:attribute`."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import inspect
-import math
-import time
-from collections.abc import Awaitable, Callable, Collection
-from concurrent.futures import Executor
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from service.config import DEMO_MODEL, Settings
-from service.errors import ConfigError, ModelError, ModelTimeout
+from service.demo import DemoModel
+from service.errors import ConfigError
 
-DEFAULT_HORIZON_S = 300
+if TYPE_CHECKING:
+    from service.contract import Contract
+
+
+@runtime_checkable
+class TypedModel(Protocol):
+    """A model whose own types are the contract (pydantic models, dataclasses or TypedDicts).
+
+    - `version`: changes whenever predictions change; it is part of every cache key.
+    - `Input`: the request type. Query parameters and JSON bodies are validated by it, and its
+      validated value, in canonical JSON, is the cache key. Unknown fields are refused.
+    - `Output`: the response type; what `predict` returns is validated by it and served as JSON.
+    - `predict(query)`: `async def` (awaited on the event loop) or a plain function (run in a bounded
+      thread pool, so a CPU-bound model never blocks cache hits). It raises
+      `service.errors.UnknownInput` for a valid input it cannot predict (404, never cached).
+    Optional: `check(query)`, run on the event loop before the cache is consulted, raising
+    `UnknownInput` at no model cost (it must be cheap: a set lookup, say).
+    An answer wrapped as `service.contract.Uncached(output)` is served but not cached.
+    """
+
+    version: str
+    Input: Any
+    Output: Any
+
+    def predict(self, query: Any) -> Any: ...
 
 
 @runtime_checkable
 class Predictor(Protocol):
-    """What a model must offer to sit behind predcache.
+    """The pair-only protocol of predcache's first release, still accepted as it is.
 
-    - `version`: changes whenever predictions change; cached entries of another version are never served.
+    - `version`: as above.
     - `predict(pair)`: the predicted price of `pair` (e.g. "ETH-EUR", in the quote currency) at
-      `horizon_seconds` from now. It may be `async def` (awaited on the event loop) or a plain function
-      (run in a bounded thread pool, so a CPU-bound model never blocks cache hits).
+      `horizon_seconds` from now; sync or async as above.
     Optional attributes: `pairs` (the canonical pairs it predicts; others get 404) and `horizon_seconds`.
     """
 
@@ -34,7 +53,24 @@ class Predictor(Protocol):
     def predict(self, pair: str) -> float | Awaitable[float]: ...
 
 
-def load_predictor(spec: str) -> Predictor:
+@runtime_checkable
+class ContractModel(Protocol):
+    """A model that states its own contract instead of having it read off its types: an upstream
+    model server (service/upstream.py), whose input is any JSON object a JSON Schema accepts."""
+
+    version: str
+
+    def contract(self) -> Contract: ...
+
+
+Model = TypedModel | Predictor | ContractModel
+
+
+def is_typed(model: object) -> bool:
+    return isinstance(model, TypedModel) and hasattr(model, "Input") and hasattr(model, "Output")
+
+
+def load_model(spec: str) -> Model:
     """Import `package.module:attribute`; call it if it is a class or zero-argument factory."""
     module_name, _, attribute = spec.partition(":")
     try:
@@ -43,81 +79,28 @@ def load_predictor(spec: str) -> Predictor:
         raise ConfigError("MODEL", f"cannot load {spec!r}: {exc}") from None
     # A class also "has" version and predict, so instantiate classes before checking the protocol.
     is_factory = isinstance(target, type) or not isinstance(target, Predictor)
-    predictor = target() if is_factory and callable(target) else target
-    if not isinstance(predictor, Predictor):
-        raise ConfigError("MODEL", f"{spec!r} has no `version` and `predict(pair)`")
-    return predictor
+    model = target() if is_factory and callable(target) else target
+    if not isinstance(model, Predictor):
+        raise ConfigError("MODEL", f"{spec!r} has no `version` and `predict`")
+    return model
 
 
-class ModelRunner:
-    """Calls a predictor the same way whatever its kind: bounded in time, off the loop when sync."""
-
-    def __init__(self, predictor: Predictor, *, timeout_s: float, executor: Executor) -> None:
-        self.predictor = predictor
-        self.version = str(predictor.version)
-        self.horizon_s = int(getattr(predictor, "horizon_seconds", DEFAULT_HORIZON_S))
-        pairs: Collection[str] | None = getattr(predictor, "pairs", None)
-        self.pairs = None if pairs is None else frozenset(pairs)
-        self.timeout_s = timeout_s
-        self._executor = executor
-        self._is_async = inspect.iscoroutinefunction(predictor.predict)
-
-    def supports(self, pair: str) -> bool:
-        return self.pairs is None or pair in self.pairs
-
-    async def predict(self, pair: str) -> float:
-        """The model's finite prediction for `pair`; ModelError or ModelTimeout otherwise."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if self._is_async:
-                    value = await self.predictor.predict(pair)  # type: ignore[misc]
-                else:
-                    # A thread cannot be cancelled: on timeout the waiters get 504 and the thread
-                    # finishes on its own; the bounded pool keeps such leftovers from piling up.
-                    value = await loop.run_in_executor(self._executor, self.predictor.predict, pair)
-        except TimeoutError:
-            raise ModelTimeout(pair, self.timeout_s) from None
-        except Exception as exc:
-            raise ModelError(pair, f"{type(exc).__name__}: {exc}") from exc
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ModelError(pair, f"the model returned {value!r}, not a finite number")
-        return float(value)
-
-
-# -- the demo model ---------------------------------------------------------------------------------
-
-_BASE_USD = {"BTC": 64_000.0, "ETH": 3_100.0, "SOL": 145.0, "XRP": 0.52, "ADA": 0.45, "DOGE": 0.12}
-_QUOTE_PER_USD = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79}
-
-
-class DemoModel:
-    """Prices of six coins in EUR, USD and GBP, 5 minutes ahead: slow waves plus a little noise.
-
-    Deterministic in (pair, time), so two replicas agree; `latency_s` stands in for a heavy model.
-    """
-
-    version = "demo-1"
-    horizon_seconds = DEFAULT_HORIZON_S
-    pairs = frozenset(f"{base}-{quote}" for base in _BASE_USD for quote in _QUOTE_PER_USD)
-
-    def __init__(self, latency_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
-        self.latency_s = latency_s
-        self._clock = clock
-
-    async def predict(self, pair: str) -> float:
-        await asyncio.sleep(self.latency_s)
-        base, quote = pair.split("-")
-        t = self._clock() + self.horizon_seconds
-        phase = sum(map(ord, base)) % 17
-        drift = 0.03 * math.sin(t / 3600 + phase) + 0.01 * math.sin(t / 240 + 2 * phase)
-        noise = 0.002 * math.sin(t * 1.7 + phase)
-        price = _BASE_USD[base] * _QUOTE_PER_USD[quote] * (1 + drift + noise)
-        return round(price, 6 if price < 10 else 2)
-
-
-def build_predictor(settings: Settings) -> Predictor:
+def build_model(settings: Settings) -> Model:
     """The model the settings name; the demo model takes its latency from the settings."""
+    if settings.model.startswith(("http://", "https://")):
+        # Imported here: upstream.py builds a Contract, and contract.py imports this module.
+        from service.upstream import UpstreamModel
+
+        return UpstreamModel.from_settings(settings)
+    for name, value in (
+        ("MODEL_VERSION", settings.model_version),
+        ("UPSTREAM_VERSION_HEADER", settings.upstream_version_header),
+        ("INPUT_SCHEMA", settings.input_schema),
+    ):
+        if value is not None:
+            raise ConfigError(name, "only for an upstream model (MODEL=http://...)")
     if settings.model == DEMO_MODEL:
-        return DemoModel(latency_s=settings.demo_model_latency_s)
-    return load_predictor(settings.model)
+        return DemoModel(
+            latency_s=settings.demo_model_latency_s, item_latency_s=settings.demo_model_item_latency_s
+        )
+    return load_model(settings.model)

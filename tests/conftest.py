@@ -15,9 +15,11 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.app import create_app
-from service.cache import create_redis_client
 from service.config import Settings
 from service.model import Predictor
+from service.topology import create_redis_client
+from tests.support.mlserver import MLServer
+from tests.support.redis_cluster import RedisClusterNodes, SentinelSet
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 
@@ -51,6 +53,39 @@ def private_redis() -> Iterator[RedisServer]:
         no_redis("no redis-server on PATH")
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """A private 6-node Redis Cluster (3 primaries, a replica each) this test may kill nodes of."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        no_redis("no redis-server and redis-cli on PATH")
+    with RedisClusterNodes() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[SentinelSet]:
+    """A private primary, replica and 3 sentinels (down after 1 s) this test may kill the primary of."""
+    if shutil.which("redis-server") is None:
+        no_redis("no redis-server on PATH")
+    with SentinelSet() as sentinel:
+        yield sentinel
+
+
+@pytest.fixture(scope="session")
+def mlserver() -> Iterator[MLServer]:
+    """A real model server, MLServer, for upstream mode: the iris model (scikit-learn) and the lab."""
+    with MLServer() as server:
+        yield server
+
+
+@pytest.fixture
+def lab(mlserver: MLServer) -> Iterator[MLServer]:
+    """The MLServer with its lab runtime answering normally, its call counts at zero."""
+    mlserver.lab()
+    yield mlserver
+    mlserver.lab()
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from service import keyspace
 from tests.conftest import MakeClient
+from tests.support.keys import pair_key
 from tests.support.models import CountingModel, SyncCpuModel
 
 pytestmark = pytest.mark.redis
@@ -18,7 +20,9 @@ pytestmark = pytest.mark.redis
 async def keys_of(redis: Redis, version: str) -> list[bytes]:
     """The cached predictions of `version`: leases (released just after a response) are not."""
     return [
-        key async for key in redis.scan_iter(match=f"predcache:{version}:*") if not key.endswith(b":lease")
+        key
+        async for key in redis.scan_iter(match=keyspace.entry_pattern(version))
+        if not key.endswith(b":lease")
     ]
 
 
@@ -41,7 +45,7 @@ async def test_hit_after_miss_serves_the_same_prediction(
     assert body["model_version"] == model_version
     assert body["predicted_price"] == model.value("ETH-EUR")
     assert model.total_calls == 1
-    assert await keys_of(redis, model_version) == [f"predcache:{model_version}:ETH-EUR".encode()]
+    assert await keys_of(redis, model_version) == [pair_key(model_version, "ETH-EUR").encode()]
 
 
 async def test_200_concurrent_cold_requests_call_the_model_once(
@@ -179,7 +183,7 @@ async def test_unknown_paths_and_methods_are_json(make_client: MakeClient, model
     missing = await client.get("/nope")
     assert missing.status == 404
     assert orjson.loads(await missing.read())["error"]["code"] == "not_found"
-    wrong = await client.post("/predict?pair=ETH-EUR")
+    wrong = await client.put("/predict?pair=ETH-EUR")
     assert wrong.status == 405
 
 
@@ -239,7 +243,7 @@ async def test_corrupt_value_in_redis_is_a_miss_and_is_overwritten(
 ) -> None:
     model = CountingModel(version=model_version)
     client = await make_client(model=model, redis=redis)
-    key = f"predcache:{model_version}:ETH-GBP"
+    key = pair_key(model_version, "ETH-GBP")
     await redis.set(key, b"\x00garbage", px=5000)
     response = await client.get("/predict?pair=ETH-GBP")
     assert response.status == 200

@@ -9,8 +9,9 @@ import pytest
 from redis.asyncio import Redis
 
 from service.breaker import CircuitBreaker
-from service.cache import MemoryBackend, Miss, RedisBackend, create_redis_client
+from service.cache import MemoryBackend, Miss, RedisBackend
 from service.metrics import Metrics
+from service.topology import create_redis_client
 from tests.support.redis_server import RedisServer
 
 

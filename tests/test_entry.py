@@ -5,69 +5,53 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.entry import MAX_ENTRY_BYTES, CachedPrediction
+from service.entry import CachedPrediction
+from tests.support.keys import pair_entry, pair_input
 
-KEY = "predcache:v1:ETH-EUR"
-
-
-def make_entry(key: str = KEY, pair: str = "ETH-EUR") -> CachedPrediction:
-    return CachedPrediction.create(
-        key=key,
-        pair=pair,
-        price=2917.5,
-        horizon_s=300,
-        model_version="v1",
-        predicted_at=1_700_000_000.25,
-        model_duration_s=0.8,
-        fresh_s=4.5,
-        refresh_s=4.1,
-        generation=3,
-    )
+KEY = "predcache:v1:0123456789abcdef"
+ETH_EUR = pair_input("ETH-EUR").canonical
 
 
 def test_round_trip_keeps_body_bytes_and_metadata() -> None:
-    entry = make_entry()
-    decoded = CachedPrediction.decode(KEY, "ETH-EUR", entry.encode())
+    entry = pair_entry(KEY, "ETH-EUR", 2917.5, predicted_at=1_700_000_000.25, generation=3)
+    decoded = CachedPrediction.decode(KEY, ETH_EUR, entry.encode())
     assert decoded == entry
-    body = orjson.loads(entry.body)
-    assert body == {
-        "pair": "ETH-EUR",
-        "predicted_price": 2917.5,
-        "currency": "EUR",
-        "horizon_seconds": 300,
-        "model_version": "v1",
-        "predicted_at": "2023-11-14T22:13:20.250+00:00",
-    }
+
+
+def test_the_metadata_carries_the_readable_input() -> None:
+    """`redis-cli GET` shows which input an entry answers, as JSON."""
+    raw = pair_entry(KEY, "ETH-EUR", 1.0).encode()
+    meta = orjson.loads(raw.partition(b"\n")[0])
+    assert meta["input"] == {"pair": "ETH-EUR"}
 
 
 @pytest.mark.parametrize(
     "raw",
     [
         b"",
-        b"not json at all",
-        b"\x80\x81\x82",
-        b'{"key": "predcache:v1:ETH-EUR"}',
-        b'{"key": "predcache:v1:ETH-EUR", "at": 1, "model_s": 1}\n{broken',
-        b'{"key": "predcache:v1:ETH-EUR", "at": "x", "model_s": 1}\n{"pair": "ETH-EUR"}',
-        b'[1, 2]\n{"pair": "ETH-EUR"}',
+        b"not json\n{}",
+        b'{"key": "predcache:v1:0123456789abcdef"}',
+        b'{"key": "predcache:v1:0123456789abcdef", "input": {"pair": "ETH-EUR"}, "at": 1}\n{broken',
+        b'{"key": "predcache:v1:0123456789abcdef", "input": {"pair": "ETH-EUR"}, "at": "x", "model_s": 1,'
+        b' "fresh_s": 1, "refresh_s": 1, "gen": 0}\n{}',
     ],
 )
 def test_corrupt_values_are_misses(raw: bytes) -> None:
-    assert CachedPrediction.decode(KEY, "ETH-EUR", raw) is None
+    assert CachedPrediction.decode(KEY, ETH_EUR, raw) is None
 
 
-def test_another_keys_value_is_a_miss() -> None:
-    foreign = make_entry(key="predcache:v1:BTC-EUR", pair="BTC-EUR").encode()
-    assert CachedPrediction.decode(KEY, "ETH-EUR", foreign) is None
+def test_another_keys_entry_is_a_miss() -> None:
+    foreign = pair_entry("predcache:v1:fedcba9876543210", "ETH-EUR", 1.0).encode()
+    assert CachedPrediction.decode(KEY, ETH_EUR, foreign) is None
 
 
-def test_another_pairs_body_under_our_key_is_a_miss() -> None:
-    """Even with our key in its metadata, a body for another pair is never served."""
-    planted = make_entry(key=KEY, pair="BTC-EUR").encode()
-    assert CachedPrediction.decode(KEY, "ETH-EUR", planted) is None
+def test_another_inputs_entry_under_our_key_is_a_miss() -> None:
+    """Even with our key in its metadata, an entry computed for another input is never served."""
+    planted = pair_entry(KEY, "BTC-EUR", 1.0).encode()
+    assert CachedPrediction.decode(KEY, ETH_EUR, planted) is None
 
 
-def test_oversized_value_is_a_miss() -> None:
-    entry = make_entry()
-    padded = entry.encode() + b" " * MAX_ENTRY_BYTES
-    assert CachedPrediction.decode(KEY, "ETH-EUR", padded) is None
+def test_a_value_over_the_size_cap_is_a_miss() -> None:
+    raw = pair_entry(KEY, "ETH-EUR", 1.0).encode()
+    assert CachedPrediction.decode(KEY, ETH_EUR, raw, max_bytes=len(raw)) is not None
+    assert CachedPrediction.decode(KEY, ETH_EUR, raw, max_bytes=len(raw) - 1) is None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import orjson
 
-from service.model import load_predictor
+from service.model import load_model
 from tests.conftest import MakeClient
 
 
 async def test_linear_model_plugs_in_by_name(make_client: MakeClient) -> None:
-    model = load_predictor("examples.linear_model:LinearTrendModel")
+    model = load_model("examples.linear_model:LinearTrendModel")
     client = await make_client(model=model)
     first = await client.get("/predict?pair=eth-usd")
     second = await client.get("/predict?pair=ETH-USD")

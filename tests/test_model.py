@@ -5,11 +5,23 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import pytest
 
+from service.contract import contract_for
+from service.demo import DemoModel
 from service.errors import ConfigError, ModelError, ModelTimeout
-from service.model import DemoModel, ModelRunner, load_predictor
+from service.metrics import Metrics
+from service.model import Model, load_model
+from service.runner import Limits, ModelRunner
+from tests.support.keys import pair_input
 from tests.support.models import CountingModel, SyncCpuModel
+
+ETH_EUR = pair_input("ETH-EUR")
+
+
+def runner(model: Model, executor: ThreadPoolExecutor, timeout_s: float = 1.0) -> ModelRunner:
+    return ModelRunner(contract_for(model), limits=Limits(timeout_s), executor=executor, metrics=Metrics())
 
 
 class Plain:
@@ -31,8 +43,7 @@ NOT_A_MODEL = object()
 
 @pytest.mark.parametrize("attribute", ["PLAIN", "Plain", "make_plain"])
 def test_an_object_a_class_or_a_factory_loads(attribute: str) -> None:
-    predictor = load_predictor(f"tests.test_model:{attribute}")
-    assert isinstance(predictor, Plain)
+    assert isinstance(load_model(f"tests.test_model:{attribute}"), Plain)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +51,7 @@ def test_an_object_a_class_or_a_factory_loads(attribute: str) -> None:
 )
 def test_a_bad_model_is_a_config_error_naming_model(spec: str) -> None:
     with pytest.raises(ConfigError, match=r"^MODEL: "):
-        load_predictor(spec)
+        load_model(spec)
 
 
 @pytest.fixture
@@ -53,25 +64,24 @@ async def test_non_finite_predictions_are_model_errors(executor: ThreadPoolExecu
     model = CountingModel()
     model.result = value
     with pytest.raises(ModelError, match="not a finite number"):
-        await ModelRunner(model, timeout_s=1, executor=executor).predict("ETH-EUR")
+        await runner(model, executor).predict(ETH_EUR)
 
 
 async def test_a_hanging_model_times_out(executor: ThreadPoolExecutor) -> None:
     model = CountingModel()
     model.hang = True
     with pytest.raises(ModelTimeout):
-        await ModelRunner(model, timeout_s=0.05, executor=executor).predict("ETH-EUR")
+        await runner(model, executor, timeout_s=0.05).predict(ETH_EUR)
 
 
 async def test_a_sync_model_runs_off_the_event_loop(executor: ThreadPoolExecutor) -> None:
     model = SyncCpuModel(latency_s=0.3)
-    runner = ModelRunner(model, timeout_s=2, executor=executor)
-    task = asyncio.create_task(runner.predict("ETH-EUR"))
+    task = asyncio.create_task(runner(model, executor, timeout_s=2).predict(ETH_EUR))
     ticks = 0
     while not task.done():
         await asyncio.sleep(0.01)
         ticks += 1
-    assert await task == model.value("ETH-EUR")
+    assert orjson.loads(await task)["predicted_price"] == model.value("ETH-EUR")
     # A model blocking the loop would finish before the first tick; 3 leaves room for a busy machine.
     assert ticks >= 3, "the loop kept running while the model worked"
 

@@ -22,8 +22,10 @@ from redis.asyncio import Redis
 
 from service import keys
 from service.app import create_app
-from service.cache import RedisBackend, create_redis_client
+from service.cache import RedisBackend
 from service.config import Settings
+from service.topology import create_redis_client
+from tests.support.keys import pair_entry, pair_key
 from tests.support.models import CountingModel
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
@@ -145,16 +147,17 @@ class Chaos:
         elif fault == "model_nan":
             self.model.result = float("nan")
         elif fault == "plant":
-            prefix = f"predcache:{self.model.version}:"
-            other = self.rng.choice(PAIRS)
-            junk = [
-                b"",
-                b"\xff\x00junk",
-                b"x" * 9000,
-                orjson.dumps({"key": prefix + other}) + b'\n{"pair":"X"}',
-            ]
+            version = self.model.version
+
+            def junk(pair: str) -> bytes:
+                # Under `pair`'s key: garbage, or a well-formed entry of another pair (a mix-up).
+                key, other = pair_key(version, pair), self.rng.choice([p for p in PAIRS if p != pair])
+                return self.rng.choice(
+                    [b"", b"\xff\x00junk", b"x" * 9000, pair_entry(key, other, 1.0).encode()]
+                )
+
             with contextlib.suppress(Exception):
-                await planter.mset({prefix + pair: self.rng.choice(junk) for pair in pairs})
+                await planter.mset({pair_key(version, pair): junk(pair) for pair in pairs})
 
     async def _recover(self, fault: str, server: RedisServer, proxy: TcpProxy) -> None:
         if fault == "freeze":
@@ -199,6 +202,7 @@ class Chaos:
         predictions = app[keys.PREDICTIONS]
         cache = app[keys.CACHE]
         assert isinstance(cache, RedisBackend)
+        assert isinstance(cache.client, Redis)
         pool = cache.client.connection_pool
         # Leaks: once the dust settles nothing is in flight and the pool holds at most the pub/sub link.
         settle_until = time.monotonic() + SETTINGS.model_timeout_s + 1.0

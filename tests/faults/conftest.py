@@ -18,8 +18,9 @@ from redis.asyncio import Redis
 
 from service import keys
 from service.breaker import CircuitBreaker
-from service.cache import RedisBackend, create_redis_client
+from service.cache import RedisBackend
 from service.predictions import Predictions
+from service.topology import create_redis_client
 from tests.conftest import MakeClient, no_redis
 from tests.support.models import CountingModel
 

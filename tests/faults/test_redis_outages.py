@@ -73,11 +73,11 @@ async def run_outage(
     while True:
         reply = await service.get(PAIRS[0])
         assert reply.status == 200
-        if reply.headers["X-Cache"] == "HIT":
+        # Local copies answer hits during the outage too: caching resumes when Redis answers again.
+        if reply.headers["X-Cache"] == "HIT" and service.breaker.is_closed:
             break
-        assert time.monotonic() - recovered_at < 1.0, "hits did not resume within a second of recovery"
+        assert time.monotonic() - recovered_at < 1.0, "Redis did not serve again within a second of recovery"
         await asyncio.sleep(0.02)
-    assert service.breaker.is_closed
 
 
 async def test_redis_refused(start_service: StartService, proxy: TcpProxy) -> None:

@@ -10,11 +10,12 @@ import pytest
 from redis.asyncio import Redis
 
 from service.config import Settings
-from service.entry import MAX_ENTRY_BYTES
 from service.errors import ConfigError
 from tests.faults.conftest import StartService
 from tests.support.models import CountingModel
 from tests.support.redis_server import RedisServer, RedisServerError
+
+MAX_ENTRY_BYTES = 4096
 
 pytestmark = pytest.mark.redis
 
@@ -116,14 +117,18 @@ async def test_admin_endpoints_are_off_without_a_token(
 async def test_an_entry_over_the_size_cap_is_never_written(
     start_service: StartService, server: RedisServer
 ) -> None:
-    """A model whose answers exceed the cap (here through a huge version string) is served, uncached."""
+    """A model whose answers exceed the cap (here through a long version string) is served, uncached,
+    and counted."""
     model = CountingModel(version="v" * MAX_ENTRY_BYTES)
-    service = await start_service(server.url, model=model)
-    reply = await service.get("ETH-EUR")
-    assert reply.status == 200
+    service = await start_service(server.url, model=model, cache_max_entry_bytes=MAX_ENTRY_BYTES)
+    replies = [await service.get("ETH-EUR") for _ in range(2)]
+    assert [reply.status for reply in replies] == [200, 200]
+    assert [reply.headers["X-Cache"] for reply in replies] == ["MISS", "MISS"]
     client = Redis.from_url(server.url)
     try:
-        sizes = [await client.strlen(key) for key in await client.keys("predcache:*ETH-EUR")]
+        sizes = [await client.strlen(key) for key in await client.keys("predcache:*")]
     finally:
         await client.aclose()
     assert all(size <= MAX_ENTRY_BYTES for size in sizes), sizes
+    metrics = await (await service.client.get("/metrics")).text()
+    assert "predcache_cache_oversized_total 2.0" in metrics

@@ -8,7 +8,9 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from service import keyspace
 from tests.faults.conftest import LOOP_ALLOWANCE_S, Reply, Service, StartService, eventually
+from tests.support.keys import pair_input, pair_key
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -23,7 +25,7 @@ async def wait_until_model_runs(service: Service, calls: int = 1) -> None:
 async def stored_keys(server: RedisServer, version: str) -> list[bytes]:
     client = Redis.from_url(server.url)
     try:
-        found = [key async for key in client.scan_iter(match=f"predcache:{version}:*")]
+        found = [key async for key in client.scan_iter(match=keyspace.entry_pattern(version))]
         return sorted(key for key in found if not key.endswith((b":lease", b":generation")))
     finally:
         await client.aclose()
@@ -55,9 +57,9 @@ async def test_leader_cancelled_inside_the_service_does_not_cancel_the_call(
     service = await start_service(server.url)
     service.model.latency_s = 0.3
     predictions = service.predictions
-    leader = asyncio.create_task(predictions.get(PAIR))
+    leader = asyncio.create_task(predictions.get(pair_input(PAIR)))
     await wait_until_model_runs(service)
-    followers = [asyncio.create_task(predictions.get(PAIR)) for _ in range(5)]
+    followers = [asyncio.create_task(predictions.get(pair_input(PAIR))) for _ in range(5)]
     await asyncio.sleep(0.05)
     leader.cancel()
     answers = await asyncio.gather(*followers)
@@ -73,7 +75,7 @@ async def test_every_waiter_leaves_then_a_new_request_arrives(
     """All waiters hang up mid-call: the call completes and is stored; a newcomer gets it with 200."""
     service = await start_service(server.url)
     service.model.latency_s = 0.3
-    waiters = [asyncio.create_task(service.predictions.get(PAIR)) for _ in range(5)]
+    waiters = [asyncio.create_task(service.predictions.get(pair_input(PAIR))) for _ in range(5)]
     await wait_until_model_runs(service)
     for waiter in waiters:
         waiter.cancel()
@@ -82,7 +84,7 @@ async def test_every_waiter_leaves_then_a_new_request_arrives(
     assert reply.status == 200
     assert reply.json["predicted_price"] == service.model.value(PAIR)
     assert service.model.total_calls == 1
-    assert await stored_keys(server, model_version) == [f"predcache:{model_version}:{PAIR}".encode()]
+    assert await stored_keys(server, model_version) == [pair_key(model_version, PAIR).encode()]
 
 
 async def test_a_hanging_model_gives_504_to_all_within_the_timeout(
@@ -141,7 +143,7 @@ async def test_a_model_that_outlives_its_waiters_is_still_bounded_by_the_timeout
     """A hung call whose waiters all left still ends at the model timeout: nothing lingers in flight."""
     service = await start_service(server.url, model_timeout_s=0.2)
     service.model.hang = True
-    waiter = asyncio.create_task(service.predictions.get(PAIR))
+    waiter = asyncio.create_task(service.predictions.get(pair_input(PAIR)))
     await wait_until_model_runs(service)
     waiter.cancel()
     started = time.monotonic()

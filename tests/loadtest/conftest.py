@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -110,21 +112,122 @@ def stalling_app() -> web.Application:
     return app
 
 
+# A batch item's pair -> the result the fake batch endpoint gives it; the cache classes of CACHE_HEADERS
+# as the batch contract spells them, and items that fail on their own.
+BATCH_RESULTS: dict[str, dict[str, Any]] = {
+    "HIT": {"status": 200, "cache": "HIT"},
+    "MISS": {"status": 200, "cache": "MISS"},
+    "COLLAPSED": {"status": 200, "cache": "collapsed"},
+    "STALE": {"status": 200, "cache": "STALE"},
+    "UNKNOWN": {"status": 404, "error": {"code": "unknown_input", "message": "no such pair"}},
+    "BROKEN": {"status": 503, "error": {"code": "model_error", "message": "boom"}},
+}
+MAX_BATCH_ITEMS = 1000
+# Every body the POST endpoints received, decoded, in the app of `predict_app`.
+RECEIVED = web.AppKey("received", list[Any])
+
+
+def _invalid(message: str) -> web.Response:
+    return web.json_response({"error": {"code": "invalid_input", "message": message}}, status=400)
+
+
+async def _json_object_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text=f"not JSON: {request.content_type}")
+    body = json.loads(await request.read())
+    request.app[RECEIVED].append(body)
+    return body
+
+
+async def predict_post(request: web.Request) -> web.Response:
+    """POST /predict: the class of the body's `pair`, as GET /fast gives it for the query's."""
+    body = await _json_object_body(request)
+    if not isinstance(body, dict):
+        return _invalid("the body must be a JSON object")
+    x_cache, cache_status = CACHE_HEADERS.get(str(body.get("pair", "HIT")), ("HIT", None))
+    headers = {"X-Cache": x_cache} if x_cache is not None else {}
+    if cache_status is not None:
+        headers["Cache-Status"] = cache_status
+    return web.json_response({"input": body}, headers=headers)
+
+
+async def predict_batch(request: web.Request) -> web.Response:
+    """POST /predict/batch as the service's contract has it: results in order, each item's status and
+    class from its `pair` (BATCH_RESULTS); any invalid item (not an object, or `pair` "INVALID") or
+    more than MAX_BATCH_ITEMS is a 400 for the whole batch."""
+    body = await _json_object_body(request)
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list) or len(inputs) > MAX_BATCH_ITEMS:
+        return _invalid(f"inputs must be a list of at most {MAX_BATCH_ITEMS}")
+    if any(not isinstance(item, dict) or item.get("pair") == "INVALID" for item in inputs):
+        return _invalid("invalid items")
+    results = []
+    for item in inputs:
+        result = dict(BATCH_RESULTS.get(str(item.get("pair", "HIT")), BATCH_RESULTS["HIT"]))
+        if result["status"] == 200:
+            result["prediction"] = {"input": item}
+        results.append(result)
+    return web.json_response({"results": results})
+
+
+def caching_app() -> web.Application:
+    """POST /predict and /predict/batch with a real cache's classes: an input's first request is a
+    MISS, every later one a HIT, so the hit ratio is what the inputs' popularity gives."""
+    seen: set[str] = set()
+
+    def lookup(item: object) -> bool:
+        key = json.dumps(item, sort_keys=True)
+        # No await between the check and the add: concurrent requests for one key cannot both miss.
+        hit = key in seen
+        seen.add(key)
+        return hit
+
+    async def single(request: web.Request) -> web.Response:
+        hit = lookup(await _json_object_body(request))
+        return web.json_response({}, headers={"X-Cache": "HIT" if hit else "MISS"})
+
+    async def batch(request: web.Request) -> web.Response:
+        inputs = (await _json_object_body(request))["inputs"]
+        results = [{"status": 200, "cache": "HIT" if lookup(item) else "MISS"} for item in inputs]
+        return web.json_response({"results": results})
+
+    app = web.Application()
+    app[RECEIVED] = []
+    app.router.add_post("/predict", single)
+    app.router.add_post("/predict/batch", batch)
+    return app
+
+
 def routes_app() -> web.Application:
     app = web.Application()
+    app[RECEIVED] = []
     app.router.add_get("/fast", fast)
     app.router.add_get("/slow", slow)
     app.router.add_get("/fail", failing)
     app.router.add_get("/hang", hanging)
+    app.router.add_post("/predict", predict_post)
+    app.router.add_post("/predict/batch", predict_batch)
+    app.router.add_post("/fail", failing)
+    app.router.add_post("/hang", hanging)
     return app
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[str]:
-    """Base URL of a server with /fast, /slow, /fail and /hang."""
+    """Base URL of a server with /fast, /slow, /fail and /hang, and POST /predict and /predict/batch."""
     running = ThreadedServer(routes_app())
     running.start()
     yield running.url
+    running.stop()
+
+
+@pytest.fixture
+def predict_server() -> Iterator[tuple[str, list[Any]]]:
+    """A routes_app for one test: its base URL and the bodies its POST endpoints received."""
+    app = routes_app()
+    running = ThreadedServer(app)
+    running.start()
+    yield running.url, app[RECEIVED]
     running.stop()
 
 

@@ -39,6 +39,34 @@ def test_request_bytes_carry_path_query_and_host() -> None:
     assert build_request(URL("http://h/")).endswith(b"\r\n\r\n")
 
 
+def test_post_request_bytes_carry_the_json_body() -> None:
+    """A POST has the JSON content type, the body's length in bytes, and the body after the head."""
+    body = '{"pair":"ETH-EUR","note":"€"}'.encode()
+    request = build_request(URL("http://example.com:8000/predict/batch"), body)
+    head, _, sent = request.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /predict/batch HTTP/1.1\r\nHost: example.com:8000\r\n")
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    assert f"\r\nContent-Length: {len(body)}".encode() in head
+    assert sent == body
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/chunked", CHUNKED_BODY), ("/close", b"ok"), ("/until-close", b"five!")]
+)
+async def test_keep_body_returns_the_decoded_body(raw_server: RawServer, path: str, body: bytes) -> None:
+    """With keep_body a response carries its body, decoded from chunks, whatever its framing, for every
+    request on the connection; without it, only the size."""
+    connection = Connection("127.0.0.1", raw_server.port, timeout_s=2, keep_body=True)
+    request = _request(raw_server, path)
+    responses = [await connection.request(request) for _ in range(2)]
+    connection.close()
+    assert [response.body for response in responses] == [body, body]
+    assert responses[0].nbytes == len(body)
+    plain = Connection("127.0.0.1", raw_server.port, timeout_s=2)
+    assert (await plain.request(request)).body is None
+    plain.close()
+
+
 async def test_chunked_body_split_across_packets(raw_server: RawServer) -> None:
     """A chunked body with an extension and a trailer, arriving in pieces, is counted once decoded;
     the connection is kept for the next request."""

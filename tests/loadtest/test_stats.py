@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from loadtest.stats import (
     Recorder,
     RunSummary,
     classify,
+    classify_batch,
     decode_histogram,
     log_buckets,
     merge_histograms,
@@ -126,3 +128,74 @@ def test_log_buckets_follow_1_2_5_steps() -> None:
     assert (2.0, 0) in buckets
     assert buckets[-1] == (50.0, 1)
     assert sum(count for _, count in buckets) == 4
+
+
+def test_classify_batch_reads_each_result() -> None:
+    """Each result's `cache` gives its class; an item's own 404/503/504 is an error of that status."""
+    body = orjson.dumps(
+        {
+            "results": [
+                {"status": 200, "cache": "HIT", "prediction": {}},
+                {"status": 200, "cache": "STALE", "prediction": {}},
+                {"status": 200, "cache": "MISS", "prediction": {}},
+                {"status": 200, "cache": "collapsed", "prediction": {}},
+                {"status": 200, "cache": "WARM", "prediction": {}},
+                {"status": 200, "prediction": {}},
+                {"status": 404, "error": {"code": "unknown_input", "message": "no"}},
+                {"status": 504, "error": {"code": "model_timeout", "message": "slow"}},
+            ]
+        }
+    )
+    assert classify_batch(200, body, 8) == [
+        (200, "HIT", None),
+        (200, "STALE", None),
+        (200, "MISS", None),
+        (200, "collapsed", None),
+        (200, "other", None),
+        (200, "none", None),
+        (404, "error", "HTTP 404"),
+        (504, "error", "HTTP 504"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (400, b'{"error": {"code": "invalid_input"}}', "HTTP 400"),
+        (503, b"", "HTTP 503"),
+        (200, b"not json", "bad batch response"),
+        (200, b'{"results": [{"status": 200, "cache": "HIT"}]}', "bad batch response"),  # 1 of 2
+        (200, b'{"results": "nope"}', "bad batch response"),
+        (200, b"[]", "bad batch response"),
+    ],
+)
+def test_a_failed_or_malformed_batch_fails_every_item(status: int, body: bytes, kind: str) -> None:
+    """A batch refused as a whole, or a body not holding one result per item, makes each item an error."""
+    assert classify_batch(status, body, 2) == [(status, "error", kind)] * 2
+
+
+def test_record_batch_counts_items_and_one_http_request() -> None:
+    """A batch adds its items to the counts and classes, and one HTTP request; bytes are counted once."""
+    recorder = Recorder()
+    recorder.record("HIT", 200, 10, 1000, 1000)
+    recorder.record_batch(
+        [(200, "HIT", None), (200, "MISS", None), (404, "error", "HTTP 404")], 300, 5000, 4000
+    )
+    summary = summarize(recorder, {}, started_at="", duration_s=1.0, open_loop=False)
+    assert (summary.requests, summary.http_request_count, summary.errors) == (4, 2, 1)
+    assert summary.bytes_received == 310
+    assert summary.status_codes == {200: 3, 404: 1}
+    assert summary.errors_by_kind == {"HTTP 404": 1}
+    assert summary.classes["MISS"].max == pytest.approx(5.0, rel=0.01)
+    assert summary.hit_ratio == pytest.approx(2 / 3)
+    again = RunSummary.from_json(orjson.loads(orjson.dumps(summary.to_json())))
+    assert again.http_request_count == 2
+
+
+def test_a_run_written_before_batches_reads_one_http_request_per_item() -> None:
+    """JSON without `http_requests` (older runs) reads as one HTTP request per request."""
+    recorder = Recorder()
+    recorder.record("HIT", 200, 10, 1000, 1000)
+    data = summarize(recorder, {}, started_at="", duration_s=1.0, open_loop=False).to_json()
+    del data["http_requests"]
+    assert RunSummary.from_json(data).http_request_count == 1

@@ -9,6 +9,11 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.errors import UnknownInput
+from service.pair import Pair
+
 
 def price_of(pair: str) -> float:
     """A distinct, repeatable price per pair, so a test can tell which pair a body belongs to."""
@@ -115,3 +120,85 @@ def hung_sync_model() -> SyncCpuModel:
     model = SyncCpuModel(version="hung-sync", latency_s=60.0)
     model.burn_cpu = False
     return model
+
+
+class Quote(BaseModel):
+    """The typed test model's input: a pair and a horizon, as the forecaster's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair: Pair
+    horizon_minutes: int = Field(5, ge=1, le=60)
+
+
+class Band(BaseModel):
+    """The typed test model's output: structured, with a nested list."""
+
+    pair: str
+    horizon_minutes: int
+    price: float
+    band: list[float]
+
+
+class TypedModel:
+    """An async model on the typed contract, counting calls per (pair, horizon).
+
+    `unknown` pairs are refused from `predict` (UnknownInput); `output` replaces the answer (an invalid
+    output, say); `refuse_in_check` moves the refusal to the `check` hook.
+    """
+
+    Input = Quote
+    Output = Band
+
+    def __init__(self, *, version: str = "typed-test", latency_s: float = 0.0) -> None:
+        self.version = version
+        self.latency_s = latency_s
+        self.unknown: frozenset[str] = frozenset({"NOPE-USD"})
+        self.output: object | None = None
+        self.calls: Counter[tuple[str, int]] = Counter()
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    async def predict(self, query: Quote) -> Band | object:
+        self.calls[(query.pair, query.horizon_minutes)] += 1
+        if query.pair in self.unknown:
+            raise UnknownInput(f"no prices for {query.pair}")
+        await asyncio.sleep(self.latency_s)
+        if self.output is not None:
+            return self.output
+        price = price_of(query.pair) * (1 + query.horizon_minutes / 1000)
+        return Band(
+            pair=query.pair,
+            horizon_minutes=query.horizon_minutes,
+            price=price,
+            band=[price * 0.99, price * 1.01],
+        )
+
+
+class BatchTypedModel(TypedModel):
+    """The typed test model with `predict_batch`: each call's size is recorded in `batches`, and a
+    batch holding a pair in `poison` fails as a whole."""
+
+    def __init__(self, *, version: str = "batch-test", latency_s: float = 0.0) -> None:
+        super().__init__(version=version, latency_s=latency_s)
+        self.batches: list[int] = []
+        self.poison: frozenset[str] = frozenset()
+
+    async def predict_batch(self, queries: list[Quote]) -> list[Band | object]:
+        self.batches.append(len(queries))
+        await asyncio.sleep(self.latency_s)
+        if any(query.pair in self.poison for query in queries):
+            raise ModelSickError("a poisoned batch")
+        self.latency_s, latency = 0.0, self.latency_s  # the items' own calls must not sleep again
+        try:
+            return [await self._one(query) for query in queries]
+        finally:
+            self.latency_s = latency
+
+    async def _one(self, query: Quote) -> Band | object:
+        try:
+            return await self.predict(query)
+        except UnknownInput as exc:
+            return exc  # the batch contract: an exception in the results fails that input alone

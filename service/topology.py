@@ -1,0 +1,226 @@
+"""How to reach Redis, from REDIS_URL: one Redis, a Redis Cluster or a Sentinel-managed primary.
+
+The modes differ here, in how a client is built, and nowhere at request time: the service gets a
+`Redis` or a `RedisCluster`, both failing fast (the command budget, no hidden retries), and uses
+them alike. `describe` says for /readyz which mode it is and how many nodes answer.
+
+    redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]          one Redis (rediss:// for TLS, or unix://)
+    redis+cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]   any nodes; the rest are discovered
+    redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,...]/MASTER_NAME[/DB]   the sentinels, the primary's name
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+
+Mode = Literal["single", "cluster", "sentinel"]
+RedisClient = Redis | RedisCluster
+
+SCHEMES: dict[str, tuple[Mode, bool]] = {
+    "redis": ("single", False),
+    "rediss": ("single", True),
+    "unix": ("single", False),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
+DEFAULT_PORT = {"single": 6379, "cluster": 6379, "sentinel": 26379}
+# Query parameters a cluster or sentinel URL may carry (a single Redis URL takes all of redis-py's).
+TLS_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """A parsed REDIS_URL. Its repr never shows the password."""
+
+    mode: Mode
+    url: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    master_name: str | None = None
+    db: int = 0
+    tls_options: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"RedisAddress(mode={self.mode!r}, nodes={self.nodes!r}, master_name={self.master_name!r})"
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """The address `url` names; ValueError (whose message never holds the password) if it is malformed."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ValueError("must start with " + ", ".join(f"{s}://" for s in SCHEMES))
+    mode, tls = SCHEMES[scheme]
+    if mode == "single":
+        return RedisAddress(mode, url, tls=tls)
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = tuple(_host_port(item, DEFAULT_PORT[mode]) for item in hosts.split(","))
+    path = [segment for segment in parts.path.split("/") if segment]
+    master_name = None
+    if mode == "sentinel":
+        if not path:
+            raise ValueError("a sentinel URL ends with /MASTER_NAME (and optionally /DB)")
+        master_name, path = unquote(path[0]), path[1:]
+    if len(path) > 1 or (path and not path[0].isdigit()):
+        raise ValueError(f"unexpected path {parts.path!r}")
+    db = int(path[0]) if path else 0
+    if mode == "cluster" and db != 0:
+        raise ValueError("a Redis Cluster has only database 0")
+    options = parse_qsl(parts.query)
+    unknown = sorted({name for name, _ in options} - set(TLS_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(TLS_PARAMETERS)})")
+    return RedisAddress(
+        mode,
+        url,
+        nodes=nodes,
+        tls=tls,
+        username=unquote(username) or None,
+        password=unquote(password) if userinfo and ":" in userinfo else None,
+        master_name=master_name,
+        db=db,
+        tls_options=tuple(options),
+    )
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    if not host:
+        raise ValueError("a host is missing in the list of nodes")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port {port!r} for {host}")
+    return host, int(port) if port else default_port
+
+
+def create_client(url: str, *, timeout_s: float, max_connections: int) -> RedisClient:
+    """A client for `url` that fails fast in every mode: the same timeouts, no retries, a bounded pool.
+
+    redis-py's cluster client retries a failed command 3 times by default (re-reading the topology
+    in between), and Sentinel's managed connection retries its connect (redis-py issue #3874); both
+    could hold one command far past its budget. With retries off, a connection error still marks the
+    cluster's slot map for a refresh before the next command, and a Sentinel connection asks the
+    sentinels for the primary each time it connects, so the first command after a failover finds it.
+    """
+    address = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "username": address.username,
+        "password": address.password,
+    }
+    if address.tls:
+        common["ssl"] = True
+        common.update(address.tls_options)
+    if address.mode == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            # A shard without a primary (mid-failover) fails its own keys, not the whole client.
+            require_full_coverage=False,
+            max_connections=max_connections,  # per node
+            **common,
+        )
+    if address.mode == "sentinel":
+        assert address.master_name is not None
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(address.nodes),
+            sentinel_kwargs={k: common[k] for k in ("socket_timeout", "socket_connect_timeout", "retry")},
+        )
+        client: Redis = sentinel.master_for(
+            address.master_name,
+            connection_pool_class=_BlockingSentinelPool,
+            db=address.db,
+            max_connections=max_connections,
+            timeout=timeout_s,  # wait for a free pooled connection
+            **common,
+        )
+        return client
+    return create_redis_client(url, timeout_s=timeout_s, max_connections=max_connections)
+
+
+def create_redis_client(url: str, *, timeout_s: float, max_connections: int) -> Redis:
+    """A client of one Redis that fails fast: short timeouts, no retries, a bounded pool.
+
+    redis-py's defaults retry with backoff for seconds and wait 20 s for a pooled connection; behind a
+    request that must answer in milliseconds, a fast miss is worth more than a slow hit.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_s,  # wait for a free pooled connection
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    return Redis(connection_pool=pool)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool, but waiting (up to the budget) for a free connection as the single-Redis pool
+    does, rather than failing a request at once when all are busy."""
+
+
+def mode_of(client: RedisClient) -> Mode:
+    if isinstance(client, RedisCluster):
+        return "cluster"
+    return "sentinel" if isinstance(client.connection_pool, SentinelConnectionPool) else "single"
+
+
+async def describe(client: RedisClient, *, timeout_s: float) -> dict[str, object]:
+    """For /readyz: the mode, how many nodes there are and how many answer PING within `timeout_s`."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()
+        answers = await asyncio.gather(
+            *(_answers(client.ping(target_nodes=node), timeout_s) for node in nodes)
+        )
+        return {"mode": "cluster", "nodes": len(nodes), "answering": sum(answers)}
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        answers = await asyncio.gather(*(_answers(s.ping(), timeout_s) for s in sentinels))
+        return {
+            "mode": "sentinel",
+            "master": pool.service_name,
+            "sentinels": len(sentinels),
+            "sentinels_answering": sum(answers),
+            "nodes": 1,
+            "answering": int(await _answers(client.ping(), timeout_s)),
+        }
+    return {"mode": "single", "nodes": 1, "answering": int(await _answers(client.ping(), timeout_s))}
+
+
+async def _answers(ping: Any, timeout_s: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ping
+    except Exception:
+        return False
+    return True
+
+
+async def close_client(client: RedisClient) -> None:
+    """Close the client, and for Sentinel the connections to the sentinels too."""
+    pool = None if isinstance(client, RedisCluster) else client.connection_pool
+    await client.aclose()
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.sentinel_manager.aclose()

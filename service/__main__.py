@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -39,8 +40,11 @@ def serve(settings: Settings, model: Model) -> NoReturn:
         loop = None
     else:
         loop = uvloop.new_event_loop()
+    app = create_app(settings, model=model)
+    # After the cleanup contexts: the model is loaded by then.
+    app.on_startup.append(_freeze_startup_heap)
     web.run_app(
-        create_app(settings, model=model),
+        app,
         host=settings.host,
         port=settings.port,
         # Several workers share the port; the kernel spreads connections over them.
@@ -55,6 +59,18 @@ def serve(settings: Settings, model: Model) -> NoReturn:
     # hold a thread, which the interpreter would join at exit; nothing is left to lose, so leave now.
     logging.shutdown()
     os._exit(0)
+
+
+async def _freeze_startup_heap(_app: web.Application) -> None:
+    """Take what startup allocated (modules, the model, its weights) out of the collector's reach.
+
+    It lives as long as the process, yet every full collection would scan it again: a pause of the
+    whole event loop that grows with the model (about 0.1 s per collection for a 200k-object heap on a
+    2-core machine, seen as a latency spike on every request in flight). Frozen, a full collection
+    scans only what requests allocated.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def supervise(settings: Settings, model: Model) -> int:

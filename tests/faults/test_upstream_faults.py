@@ -33,6 +33,7 @@ from tests.faults.conftest import (
     REDIS_TIMEOUT_S,
     assert_no_leaks,
     eventually,
+    freeze_heap,
 )
 from tests.faults.test_bad_input import ThreadedService
 from tests.support.mlserver import REPO, MLServer
@@ -68,6 +69,7 @@ async def start_upstream(
         redis = create_redis_client(redis_url, timeout_s=merged["redis_timeout_s"], max_connections=64)
         clients.append(redis)
         client: Client = await aiohttp_client(create_app(replace(Settings(), **merged), redis=redis))
+        freeze_heap()
         return client
 
     yield start
@@ -77,7 +79,8 @@ async def start_upstream(
 
 async def ask(client: Client, body: dict[str, Any]) -> tuple[int, dict[str, Any], str, float]:
     started = time.monotonic()
-    async with client.post("/predict", json=body) as response:
+    # Through the session: the test client keeps every response until the test ends.
+    async with client.session.post(client.make_url("/predict"), json=body) as response:
         answer = orjson.loads(await response.read())
         return response.status, answer, response.headers.get("X-Cache", ""), time.monotonic() - started
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,15 +18,15 @@ from service.contract import contract_for
 from service.events import Events
 from service.fleet import Fleet
 from service.generation import ModelGeneration
-from service.handlers import add_routes
 from service.http_server import MalformedRequestLog, hide_server_version
 from service.inputs import InputCodec
 from service.lease import Leases
 from service.metrics import Metrics
-from service.middleware import errors_and_metrics
 from service.model import Model, build_model
 from service.openapi import build_spec
 from service.predictions import Predictions
+from service.responses import HitHeaders
+from service.routes import add_routes
 from service.runner import Limits, ModelRunner
 from service.topology import RedisClient, create_client, mode_of
 from service.upstream import UpstreamModel
@@ -44,7 +45,6 @@ def create_app(
     """The service. `redis` and `model` replace the ones the settings name (tests, embedding)."""
     hide_server_version()
     app = web.Application(
-        middlewares=[errors_and_metrics],
         handler_args={
             # aiohttp answers request lines over 8 KiB itself, in plain text; up to 32 KiB they reach
             # our handlers and get the same JSON 400 as every other bad input.
@@ -185,6 +185,7 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             max_items=settings.max_batch_items,
         )
         app[keys.PREDICTIONS] = predictions
+        app[keys.HIT_HEADERS] = HitHeaders(grace_s=settings.grace_s, clock=time.time)
         # An upstream URL may hold a password.
         log.info("model %s loaded (%s)", runner.version, redact_url(settings.model))
         yield

@@ -5,29 +5,35 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from collections.abc import Sequence
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from service import keys
 from service.cache import RedisBackend
 from service.errors import (
     CacheUnavailable,
-    FieldError,
     InvalidCacheControl,
-    InvalidInput,
-    Overloaded,
     PredcacheError,
     Unauthorized,
     UnsupportedMediaType,
 )
-from service.freshness import ANY_AGE, Freshness, Outcome
-from service.inputs import ModelInput
+from service.freshness import ANY_AGE, Freshness
+from service.inputs import InputCodec, ModelInput
 from service.metrics import CONTENT_TYPE_LATEST
 from service.predictions import Answer, Predictions
+from service.request_metrics import LatencyHistogram, RequestMetrics, Tally
+from service.responses import (
+    JSON,
+    HitHeaders,
+    error_for,
+    error_payload,
+    json_response,
+    prediction_response,
+)
 
-JSON = "application/json"
+# The label of /predict in predcache_requests_total and predcache_request_duration_seconds.
+PREDICT = "/predict"
 _SECONDS = re.compile(r"[0-9]{1,10}")
 
 
@@ -51,12 +57,47 @@ def freshness_from_headers(request: web.Request) -> Freshness:
     return Freshness(no_cache=no_cache, max_age_s=max_age_s)
 
 
-async def predict_get(request: web.Request) -> web.Response:
-    """GET /predict?field=value&...: the query parameters are the input's fields."""
-    inputs = request.app[keys.INPUTS]
-    raw = request.query_string
-    model_input = inputs.recent(raw) or inputs.from_query(request.query, raw=raw)
-    return await _predict(request, model_input)
+class PredictGet:
+    """GET /predict?field=value&...: the query parameters are the input's fields.
+
+    The hit path. Unlike the other views (see routes.py) it counts itself and turns its own errors
+    into responses, since a wrapper would cost every hit a coroutine frame; what it needs is looked up
+    once, at startup, not on every request; and a plain hit from the near-cache skips the freshness
+    rules and the formatting of its headers (see Predictions.plain_hit and HitHeaders).
+    """
+
+    _inputs: InputCodec
+    _predictions: Predictions
+    _hit_headers: HitHeaders
+    _http: RequestMetrics
+    _hits: tuple[Tally, LatencyHistogram]
+
+    async def bind(self, app: web.Application) -> None:
+        """An on_startup hook, run after the cleanup contexts have made what it looks up."""
+        self._inputs = app[keys.INPUTS]
+        self._predictions = app[keys.PREDICTIONS]
+        self._hit_headers = app[keys.HIT_HEADERS]
+        self._http = app[keys.METRICS].http
+        self._hits = self._http.series(PREDICT, 200)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            raw = request.query_string
+            model_input = self._inputs.recent(raw) or self._inputs.from_query(request.query, raw=raw)
+            if hdrs.CACHE_CONTROL not in request.headers:
+                entry = self._predictions.plain_hit(model_input)
+                if entry is not None:
+                    response = web.Response(body=entry.body, headers=self._hit_headers(entry))
+                    requests, latencies = self._hits
+                    requests.value += 1
+                    latencies.observe(time.perf_counter() - started)
+                    return response
+            response = await _predict(request, model_input)
+        except Exception as exc:
+            response = error_for(exc, request)
+        self._http.observe(PREDICT, response.status, time.perf_counter() - started)
+        return response
 
 
 async def predict_post(request: web.Request) -> web.Response:
@@ -83,9 +124,8 @@ def batch_result(answer: Answer | PredcacheError) -> dict[str, object]:
 
 
 async def _predict(request: web.Request, model_input: ModelInput) -> web.Response:
-    predictions = request.app[keys.PREDICTIONS]
-    answer = await predictions.get(model_input, freshness_from_headers(request))
-    return prediction_response(answer, predictions)
+    answer = await request.app[keys.PREDICTIONS].get(model_input, freshness_from_headers(request))
+    return prediction_response(answer, request.app[keys.HIT_HEADERS])
 
 
 async def json_body(request: web.Request) -> bytes:
@@ -95,32 +135,6 @@ async def json_body(request: web.Request) -> bytes:
             f"the body must be JSON (Content-Type: {JSON}), not {request.content_type}"
         )
     return await request.read()
-
-
-def prediction_response(answer: Answer, predictions: Predictions) -> web.Response:
-    entry = answer.entry
-    ttl_left = int(predictions.ttl_left_s(entry))
-    if answer.outcome is Outcome.HIT:
-        cache_status = f"predcache; hit; ttl={ttl_left}"
-    elif answer.outcome is Outcome.STALE:
-        cache_status = "predcache; hit; fwd=stale"
-    else:
-        # RFC 9211: `request` when the client's own Cache-Control sent it to the model.
-        cache_status = "predcache; fwd=request" if answer.forced else "predcache; fwd=uri-miss"
-        if answer.collapsed:
-            cache_status += "; collapsed"
-        elif answer.stored:
-            cache_status += "; stored"
-    return web.Response(
-        body=entry.body,
-        headers={
-            "Content-Type": JSON,
-            "X-Cache": answer.outcome.value,
-            "Age": str(max(0, int(time.time() - entry.predicted_at))),
-            "Cache-Status": cache_status,
-            "Cache-Control": f"max-age={ttl_left}, stale-while-revalidate={int(predictions.grace_s)}",
-        },
-    )
 
 
 def require_admin(request: web.Request) -> None:
@@ -191,48 +205,3 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[keys.METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
-
-
-def json_response(payload: object, *, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, headers={"Content-Type": JSON})
-
-
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def predcache_error_response(exc: PredcacheError) -> web.Response:
-    response = json_response({"error": error_payload(exc)}, status=exc.status)
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-    return response
-
-
-def error_payload(exc: PredcacheError) -> dict[str, object]:
-    """`{"code", "message"}`, and for an invalid input the fields at fault (maybe none) and, in a
-    batch, the invalid inputs by index."""
-    error: dict[str, object] = {"code": exc.code, "message": exc.message}
-    if isinstance(exc, InvalidInput):
-        error["fields"] = _fields(exc.fields)
-        if exc.items:
-            error["items"] = [
-                {"index": item.index, "message": item.message, "fields": _fields(item.fields)}
-                for item in exc.items
-            ]
-    return error
-
-
-def _fields(fields: Sequence[FieldError]) -> list[dict[str, str]]:
-    return [{"field": f.field, "message": f.message} for f in fields]
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/predict", predict_get)
-    app.router.add_post("/predict", predict_post)
-    app.router.add_post("/predict/batch", predict_batch)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi_spec)
-    app.router.add_delete("/cache", invalidate_all)
-    app.router.add_delete("/cache/{pair}", invalidate_pair)

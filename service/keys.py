@@ -9,6 +9,7 @@ from service.config import Settings
 from service.inputs import InputCodec
 from service.metrics import Metrics
 from service.predictions import Predictions
+from service.responses import HitHeaders
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -16,3 +17,4 @@ CACHE: web.AppKey[CacheBackend | None] = web.AppKey("cache")  # None: caching di
 PREDICTIONS = web.AppKey("predictions", Predictions)
 INPUTS = web.AppKey("inputs", InputCodec)  # the model's input type: requests to inputs and keys
 OPENAPI = web.AppKey("openapi", bytes)  # the encoded /openapi.json, built from the model's types
+HIT_HEADERS = web.AppKey("hit_headers", HitHeaders)  # a hit's response headers, built once per second

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service.request_metrics import RequestMetrics
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -13,27 +13,18 @@ _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 
 
 class Metrics:
-    """The counters and histograms; label children used per request are bound once, here."""
+    """The counters, gauges and histograms of one service instance."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         r = self.registry
-        self.requests = Counter(
-            "predcache_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
-        )
-        self.request_duration = Histogram(
-            "predcache_request_duration_seconds",
-            "time to answer a request",
-            ["endpoint"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        lookups = Counter("predcache_cache_lookups", "cache lookups by result", ["result"], registry=r)
-        self.cache_hit = lookups.labels("hit")
-        self.cache_miss = lookups.labels("miss")
-        self.cache_stale = lookups.labels("stale")
-        self.cache_error = lookups.labels("error")
+        # Counted on every request, hits included: plain numbers, read at scrape time.
+        self.http = RequestMetrics(_LATENCY_BUCKETS_S)
+        r.register(self.http)
+        self.cache_hit = self.http.lookups["hit"]
+        self.cache_miss = self.http.lookups["miss"]
+        self.cache_stale = self.http.lookups["stale"]
+        self.cache_error = self.http.lookups["error"]
         self.cache_writes = Counter("predcache_cache_writes", "predictions stored in the cache", registry=r)
         self.cache_write_errors = Counter(
             "predcache_cache_write_errors",
@@ -124,16 +115,6 @@ class Metrics:
             "requests that joined a model call already in flight instead of starting one",
             registry=r,
         )
-
-    def observe_request(self, endpoint: str, status: int, duration_s: float) -> None:
-        # labels() takes a lock and builds a key on every call; the per-request cost is kept to two
-        # dictionary lookups by binding each (endpoint, status) child once.
-        children = self._request_children.get((endpoint, status))
-        if children is None:
-            children = (self.requests.labels(endpoint, str(status)), self.request_duration.labels(endpoint))
-            self._request_children[(endpoint, status)] = children
-        children[0].inc()
-        children[1].observe(duration_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

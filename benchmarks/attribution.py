@@ -1,7 +1,8 @@
 """What each layer of predcache's hit path costs, as floor variants side by side (wrk, pinned).
 
 `python -m benchmarks.attribution [--duration 3] [--repeats 3]`: the floor alone, with two no-op
-middlewares, with per-request headers, with prometheus metrics, and predcache, in CPU time per request.
+middlewares, with per-request headers, with prometheus metrics, and predcache (GET with the embedded
+cache and over Redis, POST), in CPU time per request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from contextlib import ExitStack
 
-from benchmarks.hitpath import DESIGNS, PATH, Measured, Target, measure_once, serving
+from benchmarks.hitpath import DESIGNS, PATH, POST_BODY, Measured, Target, measure_once, serving
 from benchmarks.procs import core_prefixes, python_server
 
 VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -37,8 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python_server("benchmarks.floor_server", *flags, prefix=server_core, ready_path=PATH)
             )
             targets[label] = Target(server.url + PATH, (server.pid,))
-        embedded = next(d for d in DESIGNS if d.key == "embedded")
-        targets["predcache, embedded cache"] = stack.enter_context(serving(embedded))
+            if not flags:
+                targets["floor, POST (the body read, nothing else)"] = Target(
+                    server.url + "/predict", (server.pid,), POST_BODY
+                )
+        for key, label in (
+            ("embedded", "predcache, embedded cache"),
+            ("redis", "predcache, Redis (near-cache)"),
+            ("post", "predcache, embedded cache, POST"),
+        ):
+            targets[label] = stack.enter_context(serving(next(d for d in DESIGNS if d.key == key)))
         for target in targets.values():
             measure_once(target, 10, 1.0, client_core)
         for _ in range(args.repeats):

@@ -32,6 +32,12 @@ async def predict(request: web.Request) -> web.Response:
     return web.Response(body=BODY, headers=HEADERS)
 
 
+async def predict_post(request: web.Request) -> web.Response:
+    """The same bytes for a POST, once its body is read: what aiohttp alone charges for a body."""
+    await request.read()
+    return web.Response(body=BODY, headers=HEADERS)
+
+
 async def predict_formatting_headers(request: web.Request) -> web.Response:
     """The same bytes, with the per-hit header formatting predcache does (Age, Cache-Status, ...)."""
     ttl_left = int(4.9)
@@ -77,6 +83,7 @@ def create_app(
     app = web.Application(middlewares=[passthrough] * middlewares)
     handler: Handler = predict_formatting_headers if format_headers else predict
     app.router.add_get("/predict", counting(handler) if prometheus else handler)
+    app.router.add_post("/predict", predict_post)
     return app
 
 

@@ -14,6 +14,8 @@ from benchmarks import nginx, wrk
 from benchmarks.procs import HttpServer, RedisProcess, core_prefixes, http_get, python_server, tree_cpu_s
 
 PATH = "/predict?pair=ETH-EUR"
+# The same input as a JSON body: POST shares GET's cache entry.
+POST_BODY = b'{"pair": "ETH-EUR"}'
 # Long enough that nothing expires or refreshes during a run: this measures hits only.
 TTL_S = 3600.0
 
@@ -34,11 +36,13 @@ class Design:
     label: str
     redis: bool = False
     nginx: bool = False
+    post: bool = False  # POST /predict with POST_BODY rather than GET PATH
 
 
 DESIGNS = (
     Design("floor", "(a) floor: bare aiohttp + uvloop, fixed bytes"),
     Design("embedded", "(b) predcache, embedded cache"),
+    Design("post", "(b2) predcache, embedded cache, POST /predict", post=True),
     Design("redis", "(c) predcache, Redis", redis=True),
     Design("seed", "(d) seed design: GET per request, JSON re-encoded", redis=True),
     Design("nginx", "(e) nginx proxy_cache + lock in front of the seed", redis=True, nginx=True),
@@ -51,6 +55,7 @@ class Target:
 
     url: str
     pids: tuple[int, ...]
+    json_body: bytes | None = None  # POST it rather than GET
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,9 @@ class Measured:
 
 def measure_once(target: Target, connections: int, duration_s: float, prefix: list[str]) -> Measured:
     before = tree_cpu_s(target.pids)
-    run = wrk.run(target.url, connections=connections, duration_s=duration_s, prefix=prefix)
+    run = wrk.run(
+        target.url, connections=connections, duration_s=duration_s, prefix=prefix, json_body=target.json_body
+    )
     return Measured(run, tree_cpu_s(target.pids) - before)
 
 
@@ -85,7 +92,7 @@ def serving(design: Design) -> Iterator[Target]:
         server: HttpServer
         if design.key == "floor":
             server = python_server("benchmarks.floor_server", prefix=server_core, ready_path=PATH)
-        elif design.key in ("embedded", "redis"):
+        elif design.key in ("embedded", "post", "redis"):
             args = ["--ttl", str(TTL_S), "--demo-model-latency", "0.01", "--log-level", "WARNING"]
             if redis_url:
                 args += ["--redis-url", redis_url]
@@ -104,7 +111,10 @@ def serving(design: Design) -> Iterator[Target]:
             pids.append(proxy.server.pid)
         http_get(url + PATH)  # the cold miss, so every measured request is a hit
         http_get(url + PATH)
-        yield Target(url + PATH, tuple(pids))
+        if design.post:
+            yield Target(url + "/predict", tuple(pids), POST_BODY)
+        else:
+            yield Target(url + PATH, tuple(pids))
 
 
 def _summary(design: Design, measured: list[Measured]) -> dict[str, object]:
@@ -155,6 +165,7 @@ def run(settings: HitPathSettings) -> dict[str, object]:
     for row in rows:
         if "rps" in row and "rps" in floor:
             row["rps_ratio_to_floor"] = round(float(str(row["rps"])) / float(str(floor["rps"])), 3)
+            row["p50_ratio_to_floor"] = round(float(str(row["p50_ms"])) / float(str(floor["p50_ms"])), 3)
             # Requests per CPU-second relative to the floor's: what the rps ratio would be with a core
             # to itself, and much steadier than the rps ratio when other work shares the machine.
             row["cpu_ratio_to_floor"] = round(

@@ -1,6 +1,7 @@
 """Where a predcache hit spends its time: py-spy samples the service while wrk loads the hit path.
 
-`python -m benchmarks.profile_hitpath [--redis] [--seconds 8]`; py-spy comes from PATH or `uvx py-spy`.
+`python -m benchmarks.profile_hitpath [--redis | --post] [--seconds 8]`; py-spy comes from PATH or
+`uvx py-spy`.
 Prints the functions with the most samples, by own time and by time including callees.
 """
 
@@ -60,11 +61,13 @@ def top_functions(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--redis", action="store_true", help="profile the Redis mode, not the embedded cache")
+    parser.add_argument("--post", action="store_true", help="profile POST /predict (embedded cache)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--svg", type=Path, help="also write a flame graph here")
     args = parser.parse_args(argv)
-    design = next(d for d in DESIGNS if d.key == ("redis" if args.redis else "embedded"))
+    key = "redis" if args.redis else "post" if args.post else "embedded"
+    design = next(d for d in DESIGNS if d.key == key)
     _, client_core = core_prefixes()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         target = stack.enter_context(serving(design))
@@ -73,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         load = threading.Thread(
             target=wrk.run,
             args=(url,),
-            kwargs={"connections": 10, "duration_s": args.seconds + 3, "prefix": client_core},
+            kwargs={
+                "connections": 10,
+                "duration_s": args.seconds + 3,
+                "prefix": client_core,
+                "json_body": target.json_body,
+            },
         )
         load.start()
         collapsed_path = Path(tmp) / "stacks.txt"

@@ -6,8 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 EMBEDDED_MIN_RATIO = 0.85
-REDIS_MIN_RATIO = 0.6
-HIT_P50_MAX_MS = 0.5
+REDIS_MIN_RATIO = 0.6  # by req/s, where the server shares its core with Redis
+REDIS_CPU_MIN_RATIO = 0.8  # by CPU per request: the server's own cost
+POST_CPU_MIN_RATIO = 0.75
+HIT_P50_MAX_FLOOR_MULTIPLE = 1.2
 EXPIRY_P999_MAX_HIT_P99_MULTIPLE = 3.0
 MISS_PATH_MAX_IDEAL_MULTIPLE = 1.25
 
@@ -81,16 +83,21 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
         ),
         _at_least(
             "hit_redis_cpu",
-            f"Redis >= {REDIS_MIN_RATIO}x the floor, by CPU per request",
-            _number(hit.get("redis"), "cpu_ratio_to_floor"), REDIS_MIN_RATIO, "x",
+            f"Redis (near-cache) >= {REDIS_CPU_MIN_RATIO}x the floor, by CPU per request",
+            _number(hit.get("redis"), "cpu_ratio_to_floor"), REDIS_CPU_MIN_RATIO, "x",
+        ),
+        _at_least(
+            "hit_post_cpu",
+            f"POST /predict >= {POST_CPU_MIN_RATIO}x the (GET) floor, by CPU per request",
+            _number(hit.get("post"), "cpu_ratio_to_floor"), POST_CPU_MIN_RATIO, "x",
         ),
         _at_most(
-            "hit_embedded_p50", f"hit p50 <= {HIT_P50_MAX_MS} ms (embedded)",
-            _number(hit.get("embedded"), "p50_ms"), HIT_P50_MAX_MS, "ms",
+            "hit_embedded_p50", f"hit p50 <= {HIT_P50_MAX_FLOOR_MULTIPLE}x the floor's p50 (embedded)",
+            _number(hit.get("embedded"), "p50_ratio_to_floor"), HIT_P50_MAX_FLOOR_MULTIPLE, "x",
         ),
         _at_most(
-            "hit_redis_p50", f"hit p50 <= {HIT_P50_MAX_MS} ms (Redis)",
-            _number(hit.get("redis"), "p50_ms"), HIT_P50_MAX_MS, "ms",
+            "hit_redis_p50", f"hit p50 <= {HIT_P50_MAX_FLOOR_MULTIPLE}x the floor's p50 (Redis)",
+            _number(hit.get("redis"), "p50_ratio_to_floor"), HIT_P50_MAX_FLOOR_MULTIPLE, "x",
         ),
     ]  # fmt: skip
     stampede_rows = stampede.get("rows", [])

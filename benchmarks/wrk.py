@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,8 +55,28 @@ def parse(output: str) -> WrkRun:
     )
 
 
-def run(url: str, *, connections: int, duration_s: float, prefix: Sequence[str] = ()) -> WrkRun:
-    """One closed-loop wrk run with one thread, behind the taskset `prefix`."""
-    command = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url]
-    completed = subprocess.run(command, check=True, capture_output=True, text=True, timeout=duration_s + 30)
+def run(
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    prefix: Sequence[str] = (),
+    json_body: bytes | None = None,
+) -> WrkRun:
+    """One closed-loop wrk run with one thread, behind the taskset `prefix`: GETs, or POSTs of
+    `json_body` when given."""
+    command = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if json_body is not None:
+            # A Lua long string takes the JSON as it is, quotes included.
+            script.write(
+                'wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = [==[{json_body.decode()}]==]\n"
+            )
+            script.flush()
+            command += ["-s", script.name]
+        completed = subprocess.run(
+            [*command, url], check=True, capture_output=True, text=True, timeout=duration_s + 30
+        )
     return parse(completed.stdout)

@@ -23,7 +23,10 @@ from service.errors import FieldError, InvalidInput, InvalidItem
 # anyway); short enough to keep Redis keys small.
 DIGEST_BYTES = 16
 _LABEL_CHARS = 120
-QUERY_MEMO_ENTRIES = 4096
+# Requests remembered by their raw query string or JSON body (see InputCodec.recent); bodies only
+# up to the size of an input worth remembering, so the memo stays a few MiB at most.
+MEMO_ENTRIES = 4096
+MEMO_MAX_BODY_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,23 +50,26 @@ class InputCodec:
         self.schema = self.adapter.json_schema(ref_template="#/components/schemas/{model}")
         self.field_names = frozenset(_top_level(self.schema).get("properties", {}))
         self._invalid = invalid
-        # Raw query string -> its input; the same string always gives the same input, so a hit
-        # can never be another input's.
-        self._by_query_string: dict[str, ModelInput] = {}
+        # Raw query string (str) or JSON body (bytes) -> its input. The same text always gives the
+        # same input, so a hit can never be another input's; a str never equals a bytes.
+        self._recent: dict[str | bytes, ModelInput] = {}
 
-    def recent(self, raw_query: str) -> ModelInput | None:
-        """The input of a recent request with exactly this query string: most requests repeat one,
-        and validating, dumping and digesting it again would cost more than the hit itself."""
-        return self._by_query_string.get(raw_query)
+    def recent(self, raw: str | bytes) -> ModelInput | None:
+        """The input of a recent request with exactly this query string or JSON body: most requests
+        repeat one, and validating, dumping and digesting it again would cost more than the hit."""
+        return self._recent.get(raw)
+
+    def _remember(self, raw: str | bytes, model_input: ModelInput) -> None:
+        if len(self._recent) >= MEMO_ENTRIES:
+            self._recent.clear()  # bounded; the next requests refill it
+        self._recent[raw] = model_input
 
     def from_query(self, query: MultiMapping[str], *, raw: str | None = None) -> ModelInput:
         """`?field=value&...`: each parameter once, converted by the field's type; remembered under
         the `raw` query string it was parsed from, if given (see `recent`)."""
         model_input = self._from_query(query)
         if raw is not None:
-            if len(self._by_query_string) >= QUERY_MEMO_ENTRIES:
-                self._by_query_string.clear()  # bounded; the next requests refill it
-            self._by_query_string[raw] = model_input
+            self._remember(raw, model_input)
         return model_input
 
     def _from_query(self, query: MultiMapping[str]) -> ModelInput:
@@ -79,12 +85,16 @@ class InputCodec:
         return self._validated(lambda: self.adapter.validate_strings(fields))
 
     def from_json(self, body: bytes) -> ModelInput:
-        """A JSON object whose members are the input's fields."""
+        """A JSON object whose members are the input's fields; remembered under the body when it is
+        small (see `recent`)."""
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise self._invalid(f"the body is not JSON: {exc}") from None
-        return self.from_object(parsed)
+        model_input = self.from_object(parsed)
+        if len(body) <= MEMO_MAX_BODY_BYTES:
+            self._remember(body, model_input)
+        return model_input
 
     def from_object(self, parsed: object) -> ModelInput:
         """An already parsed JSON value (an item of a batch, say)."""

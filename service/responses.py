@@ -38,11 +38,11 @@ class HitHeaders:
         # The entry itself, not only its key: a refreshed entry has other times.
         if built is not None and built[0] is entry and now < built[1]:
             return built[2]
-        elapsed_s = now - entry.predicted_at
-        age = max(0, int(elapsed_s))
-        ttl_left = max(0, int(entry.fresh_s - elapsed_s))
+        expires_at = entry.predicted_at + entry.fresh_s
+        age = max(0, int(now - entry.predicted_at))
+        ttl_left = max(0, int(expires_at - now))
         # The next tick of either: the age's next whole second, or the TTL's next lower one.
-        until = entry.predicted_at + min(age + 1, entry.fresh_s - ttl_left)
+        until = min(entry.predicted_at + age + 1, expires_at - ttl_left)
         headers = CIMultiDict(
             {
                 hdrs.CONTENT_TYPE: JSON,

@@ -3,7 +3,7 @@ answered in the same JSON shape.
 
 No middleware: aiohttp would wrap every request in two more coroutine frames (ours and its own
 current-app fixer), hits included. Each view is wrapped here instead, except the hit path
-(`handlers.PredictGet`), which does the same itself.
+(`handlers.Predict`), which does the same itself.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ UNMATCHED = "unmatched"
 
 def add_routes(app: web.Application) -> None:
     router = app.router
-    predict_get = handlers.PredictGet()
-    app.on_startup.append(predict_get.bind)
-    router.add_get(handlers.PREDICT, predict_get.handle)
-    router.add_post(handlers.PREDICT, answered(handlers.PREDICT, handlers.predict_post))
+    predict = handlers.Predict()
+    app.on_startup.append(predict.bind)
+    router.add_get(handlers.PREDICT, predict.get)
+    router.add_post(handlers.PREDICT, predict.post)
     for method, path, view in (
         (hdrs.METH_POST, "/predict/batch", handlers.predict_batch),
         (hdrs.METH_GET, "/healthz", handlers.healthz),

@@ -10,7 +10,7 @@ from multidict import MultiDict
 
 from examples.price_forecaster import ForecastQuery
 from service.errors import InvalidInput
-from service.inputs import QUERY_MEMO_ENTRIES, InputCodec
+from service.inputs import MEMO_ENTRIES, MEMO_MAX_BODY_BYTES, InputCodec
 
 CODEC = InputCodec(ForecastQuery)
 
@@ -92,6 +92,22 @@ def test_remembered_query_strings_give_their_own_input_and_stay_bounded() -> Non
         assert remembered is not None
         assert remembered.value.horizon_minutes == horizon
     assert codec.recent("pair=ETH-USD") is None
-    for i in range(QUERY_MEMO_ENTRIES + 10):
+    for i in range(MEMO_ENTRIES + 10):
         codec.from_query(MultiDict([("pair", "BTC-USD")]), raw=f"pair=BTC-USD&n={i}")
-    assert len(codec._by_query_string) <= QUERY_MEMO_ENTRIES
+    assert len(codec._recent) <= MEMO_ENTRIES
+
+
+def test_remembered_bodies_give_their_own_input_and_only_small_ones_are_kept() -> None:
+    codec = InputCodec(ForecastQuery)
+    bodies = [b'{"pair":"BTC-USD","horizon_minutes":%d}' % h for h in range(1, 61)]
+    for body in bodies:
+        codec.from_json(body)
+    for horizon, body in enumerate(bodies, start=1):
+        remembered = codec.recent(body)
+        assert remembered is not None
+        assert remembered.value.horizon_minutes == horizon
+    # A query string never answers for a body of the same text, nor the other way round.
+    assert codec.recent(bodies[0].decode()) is None
+    padded = b'{"pair":"BTC-USD"' + b" " * MEMO_MAX_BODY_BYTES + b"}"
+    assert codec.from_json(padded).value.pair == "BTC-USD"
+    assert codec.recent(padded) is None

@@ -176,7 +176,7 @@ async def invalidate_pair(request: web.Request) -> web.Response:
     model_input = request.app[keys.INPUTS].from_object({"pair": request.match_info["pair"]})
     predictions = request.app[keys.PREDICTIONS]
     predictions.runner.check(model_input)
-    if not await predictions.invalidate(model_input):
+    if not await predictions.invalidation.forget(predictions.key_for(model_input)):
         raise CacheUnavailable(f"could not reach the cache to invalidate {model_input}; nothing changed")
     # The pair as the input type normalized it, whatever the input type is (a model, a dict).
     return json_response({"invalidated": orjson.loads(model_input.canonical)["pair"]})
@@ -184,7 +184,7 @@ async def invalidate_pair(request: web.Request) -> web.Response:
 
 async def invalidate_all(request: web.Request) -> web.Response:
     require_admin(request)
-    if not await request.app[keys.PREDICTIONS].invalidate_all():
+    if not await request.app[keys.PREDICTIONS].invalidation.forget_all():
         raise CacheUnavailable("could not reach the cache to invalidate it; nothing changed")
     return json_response({"invalidated": "all"})
 

@@ -3,7 +3,8 @@
 For an input: refuse it if the model says it cannot predict it; look in the near-cache, else in the
 cache; serve a hit (refreshing it early in the background when its time has come) or a stale entry
 (refreshing it in the background); on a miss, join the key's one fill in flight, which takes the
-fleet's lease, calls the model and stores the answer. Freshness rules live in freshness.py.
+fleet's lease, calls the model and stores the answer. Freshness rules live in freshness.py, forgetting
+predictions in invalidation.py.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from service import keyspace
-from service.cache import CacheBackend, Miss
+from service.cache import CacheBackend
 from service.entry import DEFAULT_MAX_ENTRY_BYTES, CachedPrediction
 from service.errors import PredcacheError, UnknownInput
 from service.fleet import Filled, Fleet
 from service.freshness import ANY_AGE, Freshness, Lifetimes, Outcome, classify
 from service.generation import ModelGeneration
 from service.inputs import ModelInput
+from service.invalidation import Invalidation
 from service.lookup import Lookup
 from service.metrics import Metrics
 from service.near_cache import NearCache, NearEntry
@@ -74,11 +76,11 @@ class Predictions:
         self.max_entry_bytes = max_entry_bytes
         self._metrics = metrics
         self._clock = clock
-        # Keys carry the model version: a new model never serves an old model's prediction.
-        self.generation_key = keyspace.model_generation_key(runner.version)
         # Read from no cache on every request: kept in process, see generation.py.
         self.model_generation = (
-            ModelGeneration(cache, self.generation_key) if model_generation is None else model_generation
+            ModelGeneration(cache, keyspace.model_generation_key(runner.version))
+            if model_generation is None
+            else model_generation
         )
         self.lookup = (
             None
@@ -93,11 +95,13 @@ class Predictions:
             )
         )
         self.in_flight: SingleFlight[str, Filled] = SingleFlight()
-        if fleet is not None:
-            fleet.events.add_listener(self._forget_near)
+        self.invalidation = Invalidation(
+            cache=cache, near=self.near, fleet=fleet, model_generation=self.model_generation
+        )
 
     def key_for(self, model_input: ModelInput) -> str:
-        """`predcache:{<model version>:<digest of the input's canonical JSON>}` (see keyspace.py)."""
+        """`predcache:{<model version>:<digest of the input's canonical JSON>}` (see keyspace.py): keys
+        carry the model version, so a new model never serves an old model's prediction."""
         return keyspace.entry_key(self.runner.version, model_input.digest)
 
     async def get(self, model_input: ModelInput, freshness: Freshness = ANY_AGE) -> Answer:
@@ -209,50 +213,6 @@ class Predictions:
             self._metrics.coalesced.inc()
         stored = filled.stored and not joined
         return Answer(filled.entry, Outcome.MISS, collapsed=collapsed, stored=stored, forced=forced)
-
-    async def invalidate(self, model_input: ModelInput) -> bool:
-        """Forget the prediction for one input on every replica; False when the cache could not be
-        reached.
-
-        It bumps the key's own generation rather than deleting the value: a model call already in
-        flight for the key stores its answer under the old generation, which readers then ignore.
-        """
-        key = self.key_for(model_input)
-        return await self._bump(self._key_generation_key(key), forget=key)
-
-    async def invalidate_all(self) -> bool:
-        """Forget every prediction of this model version at once, in O(1): readers ignore entries
-        written in an older generation, and Redis expires them as usual."""
-        self.near.forget_all()
-        if self.cache is None:
-            return True
-        counter = await self.cache.incr(self.generation_key)
-        if isinstance(counter, Miss):
-            return False
-        self.model_generation.observe(counter)
-        if self.fleet is not None:
-            # The new value travels in the event: the other replicas need no read to learn it.
-            await self.fleet.events.publish(self.model_generation.message(counter))
-        return True
-
-    async def _bump(self, counter_key: str, *, forget: str) -> bool:
-        self._forget_near(forget)
-        if self.cache is None or isinstance(await self.cache.incr(counter_key), Miss):
-            return self.cache is None
-        if self.fleet is not None:
-            await self.fleet.events.publish(forget)
-        return True
-
-    _key_generation_key = staticmethod(keyspace.key_generation_key)
-
-    def _forget_near(self, message: str) -> None:
-        """A replica stored or invalidated `message` (a key), or moved to a new generation."""
-        counter = self.model_generation.parse(message)
-        if counter is not None:
-            self.model_generation.observe(counter)
-            self.near.forget_all()
-        else:
-            self.near.forget(message)
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from aiohttp import web
 from service import keys, keyspace
 from service.breaker import CircuitBreaker
 from service.cache import CacheBackend, MemoryBackend, RedisBackend
-from service.config import Settings, redact_url
+from service.config import Settings
 from service.contract import contract_for
+from service.converters import redact_url
 from service.events import Events
 from service.fleet import Fleet
 from service.generation import ModelGeneration

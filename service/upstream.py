@@ -13,8 +13,9 @@ import orjson
 from aiohttp import web
 from pydantic import JsonValue
 
-from service.config import Settings, redact_url
+from service.config import Settings
 from service.contract import Contract, Uncached
+from service.converters import redact_url
 from service.errors import ConfigError, InvalidInput, UpstreamRefused
 from service.json_inputs import JsonObject, JsonObjectCodec, check_schema
 

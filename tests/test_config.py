@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.__main__ import main
-from service.config import Settings, redact_url
+from service.config import Settings
+from service.converters import redact_url
 from service.errors import ConfigError
 
 

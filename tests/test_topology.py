@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.config import Settings, build_parser, redact_url
+from service.config import Settings, build_parser
+from service.converters import redact_url
 from service.errors import ConfigError
 from service.topology import parse_redis_url
 

@@ -87,26 +87,22 @@ class Predict:
         try:
             raw = request.query_string
             model_input = self._inputs.recent(raw) or self._inputs.from_query(request.query, raw=raw)
-            response = self._plain_hit(request, model_input)
-            if response is None:
-                response = await self._answer(request, model_input)
+            # A response is never falsy (aiohttp's StreamResponse defines __bool__).
+            response = self._plain_hit(request, model_input) or await self._answer(request, model_input)
         except Exception as exc:
             response = error_for(exc, request)
-        self._count(response.status, time.perf_counter() - started)
-        return response
+        return self._counted(response, started)
 
     async def post(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
             body = await json_body(request)
             model_input = self._inputs.recent(body) or self._inputs.from_json(body)
-            response = self._plain_hit(request, model_input)
-            if response is None:
-                response = await self._answer(request, model_input)
+            # A response is never falsy (aiohttp's StreamResponse defines __bool__).
+            response = self._plain_hit(request, model_input) or await self._answer(request, model_input)
         except Exception as exc:
             response = error_for(exc, request)
-        self._count(response.status, time.perf_counter() - started)
-        return response
+        return self._counted(response, started)
 
     def _plain_hit(self, request: web.Request, model_input: ModelInput) -> web.Response | None:
         if hdrs.CACHE_CONTROL in request.headers:
@@ -118,13 +114,15 @@ class Predict:
         answer = await self._predictions.get(model_input, freshness_from_headers(request))
         return prediction_response(answer, self._hit_headers)
 
-    def _count(self, status: int, duration_s: float) -> None:
-        if status == 200:
+    def _counted(self, response: web.Response, started: float) -> web.Response:
+        duration_s = time.perf_counter() - started
+        if response.status == 200:
             requests, latencies = self._ok
             requests.value += 1
             latencies.observe(duration_s)
         else:
-            self._http.observe(PREDICT, status, duration_s)
+            self._http.observe(PREDICT, response.status, duration_s)
+        return response
 
 
 async def predict_batch(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """The service over a Redis Cluster and over Sentinel: the same promises as on one Redis (one model
-call per key for the fleet, invalidations reach every replica), and a primary killed or frozen under steady load
-costs no request."""
+call per key for the fleet, invalidations reach every replica), and a primary killed or frozen under
+steady load costs no request."""
 
 from __future__ import annotations
 

@@ -285,8 +285,12 @@ class RedisBackend:
             log.debug("redis %s failed: %s: %s", command, type(exc).__name__, exc)
 
     async def describe(self) -> dict[str, object]:
-        """For /readyz: the mode and how many nodes answer (bounded by the command budget)."""
-        return await describe(self.client, timeout_s=self.timeout_s)
+        """For /readyz: the mode and how many nodes answer (bounded by the command budget); in a
+        cluster, the primaries whose breaker is open."""
+        described = await describe(self.client, timeout_s=self.timeout_s)
+        if described["mode"] == "cluster":
+            described["breakers_open"] = self.nodes.open_primaries()
+        return described
 
     async def close(self) -> None:
         if self._owns_client:

@@ -66,6 +66,15 @@ class Nodes:
             groups.setdefault(self.for_key(key), []).append(i)
         return groups
 
+    def open_primaries(self) -> list[str]:
+        """The addresses of the primaries serving slots now whose breaker is open (in a cluster)."""
+        if self._cluster is None:
+            return []
+        serving = {node.name for node in self._cluster.get_primaries()}
+        return sorted(
+            name for name, node in self._by_name.items() if name in serving and not node.breaker.is_closed
+        )
+
     @property
     def all_closed(self) -> bool:
         """Whether every slot has a primary whose breaker is closed. A primary that lost its slots
@@ -74,8 +83,7 @@ class Nodes:
             return self.single.breaker.is_closed
         if len(self._cluster.nodes_manager.slots_cache) < REDIS_CLUSTER_HASH_SLOTS:
             return False  # a shard is down with no replica to take over: its keys have no cache
-        serving = {node.name for node in self._cluster.get_primaries()}
-        return all(node.breaker.is_closed for name, node in self._by_name.items() if name in serving)
+        return not self.open_primaries()
 
     def refresh_topology(self, failed: Node | None = None) -> None:
         """After a failure, re-read which node serves which slot (in the background, bounded)."""

@@ -6,7 +6,6 @@ pub/sub (SPUBLISH/SSUBSCRIBE) in a Redis Cluster, where the channel lives on the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Protocol
 
@@ -114,10 +113,6 @@ class _ShardedSubscription:
             # The slot map (re-read after a failure) names another primary: a frozen old primary's
             # connection just stays silent, so leave it rather than wait for it to break.
             raise ChannelMoved
-        if not self._pubsub.node_pubsub_mapping:
-            # Nothing to read from (never happens once SSUBSCRIBE succeeded): wait like a read would.
-            await asyncio.sleep(timeout_s)
-            return None
         message = await self._pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=timeout_s)
         if message is None or message["type"] != "smessage":
             return None

@@ -193,6 +193,7 @@ class FailFastCluster(RedisCluster):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._mapped = False  # the first map (and redis-py's command table with it) has been read
         self._refresher: asyncio.Task[None] | None = None
         self._refreshed_at = -SLOT_REFRESH_INTERVAL_S
 
@@ -201,8 +202,10 @@ class FailFastCluster(RedisCluster):
         additional_startup_nodes_info: list[tuple[str, int]] | None = None,
         last_failed_node_name: str | None = None,
     ) -> RedisCluster:
-        if not self.nodes_manager.slots_cache:
-            return await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+        if not self._mapped:
+            await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+            self._mapped = True
+            return self
         self._initialize = False
         self.refresh_slots(last_failed_node_name)
         return self
@@ -219,8 +222,11 @@ class FailFastCluster(RedisCluster):
 
     async def _refresh(self, failed_node: str | None) -> None:
         try:
-            # Each node asked is bounded by the socket timeouts; the one that failed is asked last.
-            await self.nodes_manager.initialize(last_failed_node_name=failed_node)
+            if self._mapped:
+                # Each node asked is bounded by the socket timeouts; the one that failed is asked last.
+                await self.nodes_manager.initialize(last_failed_node_name=failed_node)
+            else:
+                await self.initialize()
         except Exception as exc:
             log.debug("cluster slot map refresh failed: %s: %s", type(exc).__name__, exc)
 

@@ -114,6 +114,7 @@ async def test_a_frozen_shard_turns_off_the_cache_for_its_own_keys_only(
     assert await metric(client, "predcache_redis_breaker_opened_total") == 1
     assert ready["cache"] == "degraded"
     assert ready["redis"]["mode"] == "cluster"
+    assert ready["redis"]["breakers_open"] == [f"127.0.0.1:{victim.port}"]
 
     victim.thaw()
     replica.thaw()
@@ -128,3 +129,31 @@ async def test_a_frozen_shard_turns_off_the_cache_for_its_own_keys_only(
     assert {(status, cache) for _, status, cache, _ in replies} == {(200, "HIT")}
     ready = orjson.loads(await (await client.get("/readyz")).read())
     assert ready["cache"] == "ok"
+    assert ready["redis"]["breakers_open"] == []
+
+
+async def test_a_service_started_before_its_cluster_caches_once_the_cluster_is_up(
+    make_client: MakeClient, model_version: str
+) -> None:
+    """Started while no node answers, the service answers from the model; once the cluster has
+    formed, the slot map read in the background lets the second request for a key be a HIT."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        no_redis("no redis-server and redis-cli on PATH")
+    cluster = RedisClusterNodes()  # its ports are chosen, nothing listens on them yet
+    try:
+        client = await make_client(
+            model=CountingModel(version=model_version), redis_url=cluster.url, redis_timeout_s=REDIS_TIMEOUT_S
+        )
+        assert (await get(client, "ETH-EUR"))[1] == 200
+        await asyncio.to_thread(cluster.start)
+        deadline = time.monotonic() + 15.0
+        for pair in PAIRS:
+            first, second = await get(client, pair), await get(client, pair)
+            assert (first[1], second[1]) == (200, 200)
+            if second[2] == "HIT":
+                break
+            assert time.monotonic() < deadline, "no HIT within 15 s of the cluster being up"
+            await asyncio.sleep(0.5)
+        assert second[2] == "HIT"
+    finally:
+        cluster.close()

@@ -53,8 +53,9 @@ async def test_a_frozen_shard_turns_off_the_cache_for_its_own_keys_only(
 ) -> None:
     """SIGSTOP one shard's primary and replica: for 6 s (past the cluster's 2 s node timeout) every
     request is 200, the other shards' keys are HITs read from Redis (not from the replica's own copy),
-    the frozen shard's keys answer from the replica's copy within the model + Redis budget, only one
-    breaker opened, /readyz says degraded; once the shard is thawed its keys hit in Redis again."""
+    also in a batch over every shard, the frozen shard's keys answer from the replica's copy within the
+    model + Redis budget, only one breaker opened, /readyz says degraded and names it; once the shard
+    is thawed its keys hit in Redis again."""
     cluster = sparse_cluster
     model = CountingModel(version=model_version, latency_s=MODEL_LATENCY_S)
     client = await make_client(
@@ -96,6 +97,14 @@ async def test_a_frozen_shard_turns_off_the_cache_for_its_own_keys_only(
         await asyncio.sleep(0.2)
     ready = orjson.loads(await (await client.get("/readyz")).read())
     local_during = await metric(client, "predcache_local_cache_answers_total") - local_before
+    # A batch over every shard: one MGET per node; the frozen one's keys alone come from local copies.
+    local_before = await metric(client, "predcache_local_cache_answers_total")
+    response = await client.post("/predict/batch", json={"inputs": [{"pair": pair} for pair in PAIRS]})
+    results = orjson.loads(await response.read())["results"]
+    assert response.status == 200
+    assert [r["status"] for r in results] == [200] * len(PAIRS)
+    assert {r["cache"] for r in results} == {"HIT"}
+    assert await metric(client, "predcache_local_cache_answers_total") == local_before + len(dead)
     # Only the healthy shards now: every lookup answered by Redis itself.
     local_before = await metric(client, "predcache_local_cache_answers_total")
     hits_before = await metric(client, 'predcache_cache_lookups_total{result="hit"}')

@@ -193,6 +193,10 @@ class FailFastCluster(RedisCluster):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # redis-py replaces its startup nodes by the nodes each map names, and a map read from nodes
+        # not yet joined into a cluster names none: the client would never ask anyone again. Every
+        # read also asks the nodes of REDIS_URL.
+        self._configured = dict(self.nodes_manager.startup_nodes)
         self._mapped = False  # the first map (and redis-py's command table with it) has been read
         self._refresher: asyncio.Task[None] | None = None
         self._refreshed_at = -SLOT_REFRESH_INTERVAL_S
@@ -203,6 +207,7 @@ class FailFastCluster(RedisCluster):
         last_failed_node_name: str | None = None,
     ) -> RedisCluster:
         if not self._mapped:
+            self._restore_startup_nodes()
             await super().initialize(additional_startup_nodes_info, last_failed_node_name)
             self._mapped = True
             return self
@@ -223,12 +228,17 @@ class FailFastCluster(RedisCluster):
     async def _refresh(self, failed_node: str | None) -> None:
         try:
             if self._mapped:
+                self._restore_startup_nodes()
                 # Each node asked is bounded by the socket timeouts; the one that failed is asked last.
                 await self.nodes_manager.initialize(last_failed_node_name=failed_node)
             else:
                 await self.initialize()
         except Exception as exc:
             log.debug("cluster slot map refresh failed: %s: %s", type(exc).__name__, exc)
+
+    def _restore_startup_nodes(self) -> None:
+        for name, node in self._configured.items():
+            self.nodes_manager.startup_nodes.setdefault(name, node)
 
     async def aclose(self) -> None:
         if self._refresher is not None:

@@ -141,28 +141,45 @@ async def test_a_frozen_shard_turns_off_the_cache_for_its_own_keys_only(
     assert ready["redis"]["breakers_open"] == []
 
 
+@pytest.mark.parametrize("before", ["no node running", "nodes not yet joined"])
 async def test_a_service_started_before_its_cluster_caches_once_the_cluster_is_up(
-    make_client: MakeClient, model_version: str
+    make_client: MakeClient, model_version: str, before: str
 ) -> None:
-    """Started while no node answers, the service answers from the model; once the cluster has
-    formed, the slot map read in the background lets the second request for a key be a HIT."""
+    """Started while no node answers, or while the nodes answer but form no cluster yet (a map that
+    names no node), the service answers from the model; once the cluster has formed, the slot map
+    read in the background brings the cache back: a key is stored, then read from Redis."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         no_redis("no redis-server and redis-cli on PATH")
     cluster = RedisClusterNodes()  # its ports are chosen, nothing listens on them yet
     try:
+        if before == "nodes not yet joined":
+            await asyncio.to_thread(cluster.start_nodes)
         client = await make_client(
-            model=CountingModel(version=model_version), redis_url=cluster.url, redis_timeout_s=REDIS_TIMEOUT_S
+            model=CountingModel(version=model_version),
+            redis_url=cluster.url,
+            redis_timeout_s=REDIS_TIMEOUT_S,
+            near_ttl_s=0,
         )
         assert (await get(client, "ETH-EUR"))[1] == 200
-        await asyncio.to_thread(cluster.start)
+        await asyncio.to_thread(cluster.start if before == "no node running" else cluster.form)
         deadline = time.monotonic() + 15.0
         for pair in PAIRS:
-            first, second = await get(client, pair), await get(client, pair)
+            writes = await metric(client, "predcache_cache_writes_total")
+            first = await get(client, pair)
+            local = await metric(client, "predcache_local_cache_answers_total")
+            second = await get(client, pair)
             assert (first[1], second[1]) == (200, 200)
-            if second[2] == "HIT":
+            stored = await metric(client, "predcache_cache_writes_total") == writes + 1
+            from_redis = await metric(client, "predcache_local_cache_answers_total") == local
+            if stored and from_redis and second[2] == "HIT":
                 break
-            assert time.monotonic() < deadline, "no HIT within 15 s of the cluster being up"
+            assert time.monotonic() < deadline, "the cache is not back within 15 s of the cluster"
             await asyncio.sleep(0.5)
-        assert second[2] == "HIT"
+        else:
+            pytest.fail("the cache did not come back")
+        ready = orjson.loads(await (await client.get("/readyz")).read())
+        assert ready["cache"] == "ok"
+        # The three primaries at least: the map may have been read before the replicas attached.
+        assert ready["redis"]["answering"] == ready["redis"]["nodes"] >= 3
     finally:
         cluster.close()

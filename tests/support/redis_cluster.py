@@ -90,8 +90,16 @@ class RedisClusterNodes(Managed):
         return "redis+cluster://" + ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes[:2])
 
     def start(self, timeout_s: float = 20.0) -> RedisClusterNodes:
+        self.start_nodes()
+        return self.form(timeout_s)
+
+    def start_nodes(self) -> None:
+        """Start the six nodes, not yet joined into a cluster."""
         for node in self.nodes:
             node.start()
+
+    def form(self, timeout_s: float = 20.0) -> RedisClusterNodes:
+        """Join the running nodes into a cluster and wait until it is healthy."""
         subprocess.run(
             [
                 *("redis-cli", "--cluster", "create"),

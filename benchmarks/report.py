@@ -163,6 +163,48 @@ def miss_path(section: Mapping[str, object]) -> list[str]:
     return lines
 
 
+def cluster(section: Mapping[str, object]) -> list[str]:
+    if "skipped" in section:
+        return [f"Skipped: {section['skipped']}"]
+    settings = section["settings"]
+    assert isinstance(settings, Mapping)
+    lines = ["| hit path | req/s | p50 ms | p99 ms | CPU us/req | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for row in _rows({"rows": section.get("hit_path", [])}):
+        if "skipped" in row:
+            lines.append(f"| skipped: {row['skipped']} | | | | | |")
+            continue
+        lines.append(
+            f"| {row['label']} | {_num(row['rps'], ',.0f')} | {_num(row['p50_ms'], '.3f')} "
+            f"| {_num(row['p99_ms'], '.3f')} | {_num(row['cpu_us_per_request'], '.1f')} | {row['errors']} |"
+        )
+    lines += [
+        "",
+        "| stampede | replicas | keys | requests | model calls | non-200 | wall s "
+        "| Redis errors / breaker opens / lease fallbacks |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in _rows({"rows": section.get("stampede", [])}):
+        outcomes, counters = row["outcomes"], row["counters"]
+        assert isinstance(outcomes, Mapping)
+        assert isinstance(counters, Mapping)
+        non_200 = sum(count for status, count in outcomes.items() if status != "200")
+        label = "Redis Cluster, 6 nodes" if row["redis"] == "cluster" else "one Redis"
+        lines.append(
+            f"| {label} | {row['replicas']} | {row['keys']} | {row['requests']} | {row['model_calls']} "
+            f"| {non_200} | {_num(row['wall_s'], '.2f')} "
+            f"| {counters['redis_errors']}/{counters['breaker_opened']}/{counters['lease_fallbacks']} |"
+        )
+    pinning = "server and its Redis nodes on core 0, wrk on core 1" if settings["pinned"] else "not pinned"
+    lines += [
+        "",
+        f"Hit path: wrk -t1 -c{settings['connections']}, median of {settings['hit_repeats']} runs of "
+        f"{settings['hit_duration_s']:g} s, rows taken in turn; {pinning}; CPU us/req counts the server and "
+        "every Redis node. Stampede: one trial per row on fresh processes and a fresh Redis or cluster, "
+        f"all requests at once, model latency {settings['model_latency_s']:g} s, not pinned.",
+    ]
+    return lines
+
+
 def targets(found: Sequence[Mapping[str, object]]) -> list[str]:
     lines = ["| target | measured | met | margin |", "|---|---|---|---|"]
     for t in found:
@@ -198,8 +240,15 @@ def markdown(results: Mapping[str, object]) -> str:
     if "miss_path" in results:
         lines += ["## 5. Miss path: distinct cold keys, one model call at a time", ""]
         lines += [*miss_path(section("miss_path")), ""]
+    if "cluster" in results:
+        lines += ["## 6. Redis Cluster beside one Redis", "", *cluster(section("cluster")), ""]
     found = results.get("targets", [])
     assert isinstance(found, Sequence)
-    lines += ["## Targets (issues 6 and 10)", "", *targets([t for t in found if isinstance(t, Mapping)]), ""]
+    lines += [
+        "## Targets (issues 6, 10 and 11)",
+        "",
+        *targets([t for t in found if isinstance(t, Mapping)]),
+        "",
+    ]
     lines.append(f"Total benchmark time: {_num(results.get('elapsed_s'), '.0f')} s.")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import expiry, hitpath, loadtest_ceiling, misspath, report, stampede, targets
+from benchmarks import cluster, expiry, hitpath, loadtest_ceiling, misspath, report, stampede, targets
 from benchmarks.procs import ROOT
 
 PACKAGES = ("aiohttp", "redis", "hiredis", "uvloop", "orjson")
@@ -82,7 +82,7 @@ def _timed(name: str, benchmark: Callable[[], dict[str, object]]) -> dict[str, o
     return result
 
 
-SECTIONS = ("hit_path", "stampede", "expiry", "loadtest_ceiling", "miss_path")
+SECTIONS = ("hit_path", "stampede", "expiry", "loadtest_ceiling", "miss_path", "cluster")
 
 
 def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
@@ -92,12 +92,16 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
         steady = expiry.ExpirySettings(duration_s=5.0)
         ceiling = {"duration_s": 1.0, "repeats": 1}
         misses = misspath.MissPathSettings(keys=300)
+        sharded = cluster.ClusterSettings(
+            hit_duration_s=1.0, hit_repeats=1, stampede_requests=300, model_latency_s=0.5
+        )
     else:
         hit = hitpath.HitPathSettings()
         burst = stampede.StampedeSettings()
         steady = expiry.ExpirySettings()
         ceiling = {"duration_s": 2.0, "repeats": 3}
         misses = misspath.MissPathSettings()
+        sharded = cluster.ClusterSettings()
     benchmarks: dict[str, tuple[str, Callable[[], dict[str, object]]]] = {
         "hit_path": ("hit path", lambda: hitpath.run(hit)),
         "stampede": ("stampede", lambda: stampede.run(burst)),
@@ -107,6 +111,7 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
             lambda: loadtest_ceiling.run(duration_s=ceiling["duration_s"], repeats=int(ceiling["repeats"])),
         ),
         "miss_path": ("miss path", lambda: misspath.run(misses)),
+        "cluster": ("Redis Cluster beside one Redis", lambda: cluster.run(sharded)),
     }
     started = time.monotonic()
     results: dict[str, object] = {"quick": quick, "machine": machine()}

@@ -191,4 +191,19 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
             "x",
         )
     )
+    found.append(_cluster_stampede(results.get("cluster", {})))
     return found
+
+
+def _cluster_stampede(section: Mapping[str, object]) -> TargetResult:
+    """Issue 11: the same one model call per key over a Redis Cluster as over one Redis."""
+    measured_rows = section.get("stampede", [])
+    assert isinstance(measured_rows, Sequence)
+    rows = [row for row in measured_rows if isinstance(row, Mapping) and row["redis"] == "cluster"]
+    name, target = "cluster_stampede_one_call_per_key", "stampede over a Redis Cluster: 1 model call per key"
+    if not rows:
+        return TargetResult(name, target, "not measured", None, "")
+    measured = ", ".join(f"{r['replicas']}r/{r['keys']}k: {r['model_calls']}" for r in rows)
+    off = [r for r in rows if not r["meets_target"]]
+    margin = "exact" if not off else f"over in {len(off)} of {len(rows)} rows"
+    return TargetResult(name, target, measured, not off, margin)

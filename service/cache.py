@@ -7,6 +7,7 @@ timeout is logged, counted and reported as a miss (or a write not done), never r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -21,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.breaker import CircuitBreaker
 from service.metrics import Metrics
+from service.nodes import Node, Nodes
 from service.topology import RedisClient, close_client, describe
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,9 @@ class CacheBackend(Protocol):
     @property
     def state(self) -> CacheState: ...
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
-        """The value under each key (None where absent), or Miss.UNAVAILABLE."""
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
+        """The value under each key (None where absent), or Miss.UNAVAILABLE for all of them or (in a
+        cluster, where a node could not answer) for some."""
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
         """Store `value` for `ttl_s` seconds; False when the store could not."""
@@ -70,7 +73,7 @@ class MemoryBackend:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
         return [self._get(key) for key in keys]
 
     def _get(self, key: str) -> bytes | None:
@@ -105,10 +108,12 @@ class MemoryBackend:
 
 
 class RedisBackend:
-    """Redis through redis.asyncio, behind a circuit breaker; every failure is a miss.
+    """Redis through redis.asyncio, behind a circuit breaker per node; every failure is a miss.
 
     `client` is one Redis, a Sentinel-managed primary or a Redis Cluster (see topology.py): all keys
     one command names share a hash slot (see keyspace.py), so the commands are the same for all three.
+    Each command names the key that picks its node (see nodes.py): in a cluster, a failing primary
+    opens the breaker of its own keys only.
     """
 
     def __init__(
@@ -122,61 +127,116 @@ class RedisBackend:
         max_commands: int | None = None,
     ) -> None:
         self.client = client
-        self.breaker = breaker
+        # redis-py's cluster client fails a command at once when a node's pool is full, where the
+        # single-Redis pool waits: bound the commands in flight so that every mode waits (in the budget).
+        self.nodes = Nodes(client, breaker, max_commands=max_commands)
         self._metrics = metrics
         self.timeout_s = timeout_s
         self._owns_client = owns_client
-        # redis-py's cluster client fails a command at once when a node's pool is full, where the
-        # single-Redis pool waits: bound the commands in flight so that every mode waits (in the budget).
-        self._commands = asyncio.Semaphore(max_commands) if max_commands is not None else None
         self._refusal_logged_at: dict[str, float] = {}
         # A batch reads keys of many slots: a cluster splits the MGET by slot (each key's entry and
         # generation still share one), where one Redis answers it in one command.
         self._mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
 
     @property
-    def state(self) -> CacheState:
-        return "ok" if self.breaker.is_closed else "degraded"
+    def breaker(self) -> CircuitBreaker:
+        """One Redis's breaker (in a cluster, the pattern of every node's)."""
+        return self.nodes.single.breaker
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
+    @breaker.setter
+    def breaker(self, breaker: CircuitBreaker) -> None:
+        self.nodes.single.breaker = breaker
+
+    @property
+    def state(self) -> CacheState:
+        # In a cluster, degraded while any shard's keys are served without the cache.
+        return "ok" if self.nodes.all_closed else "degraded"
+
+    def is_available(self, key: str) -> bool:
+        """Whether commands about `key` are being sent (its node's breaker is closed)."""
+        node = self.nodes.for_key(key)
+        return node is not None and node.breaker.is_closed
+
+    async def wait_available(self, key: str) -> None:
+        """Return once commands about `key` are sent again: a request's probe found its node back,
+        or (in a cluster) another node took over its slot."""
+        while True:
+            node = self.nodes.for_key(key)
+            if node is not None and node.breaker.is_closed:
+                return
+            if node is None:
+                self.nodes.refresh_topology()
+                await asyncio.sleep(self.breaker.cooldown_s)
+                continue
+            with contextlib.suppress(TimeoutError):
+                # Bounded: in a cluster nobody probes a node that lost its slots to a replica.
+                async with asyncio.timeout(node.breaker.cooldown_s):
+                    await node.breaker.wait_closed()
+
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
+        groups = self.nodes.by_node(keys)
+        if len(groups) == 1:
+            return await self._mget_on(next(iter(groups)), keys)
+        # A batch over several cluster nodes: one MGET per node, all at once; a node that cannot
+        # answer makes misses of its own keys only.
+        replies = await asyncio.gather(
+            *(self._mget_on(node, [keys[i] for i in where]) for node, where in groups.items())
+        )
+        values: list[bytes | Miss | None] = [Miss.UNAVAILABLE] * len(keys)
+        for where, reply in zip(groups.values(), replies, strict=True):
+            if not isinstance(reply, Miss):
+                for i, value in zip(where, reply, strict=True):
+                    values[i] = value
+        return values
+
+    async def _mget_on(self, node: Node | None, keys: Sequence[str]) -> Sequence[bytes | None] | Miss:
         # Without decode_responses, redis-py replies bytes; its stubs cannot know that.
-        return await self.call("MGET", lambda: cast("Awaitable[list[bytes | None]]", self._mget(keys)))
+        return await self._call_on(
+            node, "MGET", lambda: cast("Awaitable[list[bytes | None]]", self._mget(keys))
+        )
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
         px = max(1, round(ttl_s * 1000))
-        if isinstance(await self.call("SET", lambda: self.client.set(key, value, px=px)), Miss):
+        if isinstance(await self.call("SET", key, lambda: self.client.set(key, value, px=px)), Miss):
             self._metrics.cache_write_errors.inc()
             return False
         return True
 
     async def delete(self, key: str) -> bool:
-        return not isinstance(await self.call("DEL", lambda: self.client.delete(key)), Miss)
+        return not isinstance(await self.call("DEL", key, lambda: self.client.delete(key)), Miss)
 
     async def incr(self, key: str) -> int | Miss:
-        return await self.call("INCR", lambda: self.client.incr(key))
+        return await self.call("INCR", key, lambda: self.client.incr(key))
 
-    async def call(self, command: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
-        """The command's reply, or Miss.UNAVAILABLE when the breaker is open or the command failed."""
-        if not self.breaker.allow():
+    async def call(self, command: str, key: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
+        """The reply of a command about `key` (which picks the node), or Miss.UNAVAILABLE when that
+        node's breaker is open or the command failed."""
+        return await self._call_on(self.nodes.for_key(key), command, call)
+
+    async def _call_on(self, node: Node | None, command: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
+        if node is None or not node.breaker.allow():
+            # Until a slot map shows a live primary for these keys, they are served without cache.
+            self.nodes.refresh_topology()
             return Miss.UNAVAILABLE
+        breaker = node.breaker
         try:
             # A hard budget on top of the socket timeouts: waiting for the pool, connecting and reading
             # all count. redis-py drops a connection whose command was cancelled, so a late reply can
             # never reach the next user of that connection.
             async with asyncio.timeout(self.timeout_s):
-                if self._commands is None:
+                if node.commands is None:
                     reply = await call()
                 else:
-                    async with self._commands:
+                    async with node.commands:
                         reply = await call()
         except ResponseError as exc:
             # OOM under noeviction, READONLY replica, WRONGTYPE: Redis is reachable but refused this
             # command. Fail this one request open without opening the breaker for everybody.
-            self.breaker.record_success()
+            breaker.record_success()
             self._metrics.cache_refusals.inc()
             # Under OOM every write is refused: one line per command per cool-down, not per request.
             now = time.monotonic()
-            if now - self._refusal_logged_at.get(command, -math.inf) >= self.breaker.cooldown_s:
+            if now - self._refusal_logged_at.get(command, -math.inf) >= breaker.cooldown_s:
                 self._refusal_logged_at[command] = now
                 log.warning("redis %s refused: %s", command, exc)
             return Miss.UNAVAILABLE
@@ -185,41 +245,52 @@ class RedisBackend:
             # SlotNotCoveredError, which must be a miss like any other failure, never a 500. Nor is
             # uvloop's RuntimeError on a closed transport, raised when a slot map refresh closes the
             # connections of a node it replaced while a command was starting on one of them.
-            self._failed(command, exc)
+            self._failed(command, node, exc)
             return Miss.UNAVAILABLE
         except asyncio.CancelledError:
             # The client hung up mid-command. That says nothing about Redis, but a cancelled probe
             # must hand its slot back, or the breaker would wait for its verdict forever.
-            self.breaker.release_probe()
+            breaker.release_probe()
             raise
-        self.breaker.record_success()
+        breaker.record_success()
         return reply
 
-    def record_failure(self, command: str, exc: BaseException) -> None:
-        """A failure seen outside `call` (the pub/sub reader) counts like any other."""
-        self._failed(command, exc)
+    def record_failure(self, command: str, key: str, exc: BaseException) -> None:
+        """A failure about `key` seen outside `call` (the pub/sub reader) counts like any other."""
+        node = self.nodes.for_key(key)
+        if node is not None:
+            self._failed(command, node, exc)
 
-    def _failed(self, command: str, exc: BaseException) -> None:
-        was_closed = self.breaker.is_closed
+    def _failed(self, command: str, node: Node, exc: BaseException) -> None:
+        breaker = node.breaker
+        was_closed = breaker.is_closed
         # A timeout costs the request the whole budget; a request makes up to three commands (read,
         # lease, write), so waiting for three timeouts would add three budgets to its latency. One
         # timeout opens the breaker; a refused connection costs nothing and counts towards three.
-        self.breaker.record_failure(trip=isinstance(exc, TimeoutError | RedisTimeoutError))
-        if was_closed and not self.breaker.is_closed:
+        breaker.record_failure(trip=isinstance(exc, TimeoutError | RedisTimeoutError))
+        # A failover may have moved the node's slots: in a cluster, re-read the map (beside the
+        # commands, see topology.FailFastCluster), so the next command goes to the new primary.
+        self.nodes.refresh_topology(node)
+        if was_closed and not breaker.is_closed:
             self._metrics.breaker_opened.inc()
             log.warning(
-                "redis %s failed (%s: %s); serving without cache, next probe in %.1f s",
+                "redis %s failed on %s (%s: %s); serving its keys without cache, next probe in %.1f s",
                 command,
+                node.name,
                 type(exc).__name__,
                 exc,
-                self.breaker.cooldown_s,
+                breaker.cooldown_s,
             )
         else:
             log.debug("redis %s failed: %s: %s", command, type(exc).__name__, exc)
 
     async def describe(self) -> dict[str, object]:
-        """For /readyz: the mode and how many nodes answer (bounded by the command budget)."""
-        return await describe(self.client, timeout_s=self.timeout_s)
+        """For /readyz: the mode and how many nodes answer (bounded by the command budget); in a
+        cluster, the primaries whose breaker is open."""
+        described = await describe(self.client, timeout_s=self.timeout_s)
+        if described["mode"] == "cluster":
+            described["breakers_open"] = self.nodes.open_primaries()
+        return described
 
     async def close(self) -> None:
         if self._owns_client:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from service.cache import RedisBackend
-from service.pubsub import PubSubRoute, route_for
+from service.pubsub import ChannelMoved, PubSubRoute, route_for
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Events:
                 del self._waiters[key]  # the table holds only keys being waited for
 
     async def publish(self, message: str) -> None:
-        await self._backend.call("PUBLISH", lambda: self._route.publish(self.channel, message))
+        await self._backend.call("PUBLISH", self.channel, lambda: self._route.publish(self.channel, message))
 
     def _dispatch(self, message: str) -> None:
         key, _, failure = message.partition("|")
@@ -87,32 +87,37 @@ class Events:
                 watch.woken.set()
 
     async def _read_forever(self) -> None:
-        breaker = self._backend.breaker
+        backend = self._backend
         subscribed_before = False
         while True:
-            # While Redis is down, requests probe it once per cool-down; the subscriber waits for
-            # one of them to find it back instead of adding reconnection attempts of its own.
-            await breaker.wait_closed()
+            # While the channel's Redis node is down, requests probe it once per cool-down; the
+            # subscriber waits for one of them to find it back (or, in a cluster, for another node to
+            # take over its slot) instead of adding reconnection attempts of its own.
+            await backend.wait_available(self.channel)
             subscription = None
             try:
-                async with asyncio.timeout(self._backend.timeout_s * 4):
+                async with asyncio.timeout(backend.timeout_s * 4):
                     subscription = await self._route.subscribe(self.channel)
                 if subscribed_before:
                     self._wake_all()
                 subscribed_before = True
                 # Stop reading while the breaker is open, or a broken subscription would keep
                 # dialling a dead Redis once a second.
-                while breaker.is_closed:
+                while backend.is_available(self.channel):
                     message = await subscription.next_message(timeout_s=1.0)
                     if message is not None:
                         self._dispatch(message)
             except asyncio.CancelledError:
                 raise
+            except ChannelMoved:
+                # Another node serves the channel now (a failover): subscribe there at once. The old
+                # node may be frozen rather than dead, so its connection would never say so itself.
+                pass
             except Exception as exc:
                 # The connection broke (a failover, a restart): count it against Redis, let waiters
                 # poll meanwhile, then subscribe afresh (to the new primary).
-                self._backend.record_failure("SUBSCRIBE", exc)
-                await asyncio.sleep(breaker.cooldown_s)
+                backend.record_failure("SUBSCRIBE", self.channel, exc)
+                await asyncio.sleep(backend.breaker.cooldown_s)
             finally:
                 if subscription is not None:
                     await subscription.aclose()

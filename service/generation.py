@@ -55,6 +55,8 @@ class ModelGeneration:
         if isinstance(values, Miss) or observed != self._observed:
             return
         raw = values[0]
+        if isinstance(raw, Miss):
+            return
         try:
             # Not max(): a Redis restarted empty starts the counter again at 0, and every replica
             # must agree on the value, or each would ignore the entries the others write.

@@ -63,8 +63,9 @@ class Leases:
     async def try_acquire(self, key: str) -> str | Miss | None:
         """A token if this replica now holds the lease, None if another does, Miss.UNAVAILABLE."""
         token = secrets.token_hex(16)
+        lease = self.lease_key(key)
         taken = await self._backend.call(
-            "SET NX", lambda: self._backend.client.set(self.lease_key(key), token, nx=True, px=self._ttl_ms)
+            "SET NX", lease, lambda: self._backend.client.set(lease, token, nx=True, px=self._ttl_ms)
         )
         if isinstance(taken, Miss):
             return taken
@@ -82,14 +83,16 @@ class Leases:
                 await renewer
 
     async def release(self, key: str, token: str) -> None:
-        await self._backend.call("EVALSHA release", lambda: self._release([self.lease_key(key)], [token]))
+        lease = self.lease_key(key)
+        await self._backend.call("EVALSHA release", lease, lambda: self._release([lease], [token]))
 
     async def _renew(self, key: str, token: str) -> None:
         # Renew at a third of the lifetime: two renewals can fail before the lease lapses.
+        lease = self.lease_key(key)
         while True:
             await asyncio.sleep(self._ttl_ms / 3000)
             kept = await self._backend.call(
-                "EVALSHA extend", lambda: self._extend([self.lease_key(key)], [token, self._ttl_ms])
+                "EVALSHA extend", lease, lambda: self._extend([lease], [token, self._ttl_ms])
             )
             if kept == 0:
                 # Another replica may now compute too: one extra model call, not an error.

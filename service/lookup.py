@@ -50,6 +50,10 @@ class Lookup:
             return [self._unreachable(local, count) for _, _, local in lookups]
         found = []
         for (key, model_input, local), raw_key, raw in zip(lookups, values[::2], values[1::2], strict=True):
+            if isinstance(raw_key, Miss) or isinstance(raw, Miss):
+                # In a cluster, the node serving this key could not answer (both share its slot).
+                found.append(self._unreachable(local, count))
+                continue
             # Both counters only grow, so their sum changes whenever either is bumped.
             generation = model_generation + int(raw_key or 0)
             found.append((generation, self._decoded(key, model_input, raw, generation, local, count, epoch)))

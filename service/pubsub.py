@@ -6,13 +6,16 @@ pub/sub (SPUBLISH/SSUBSCRIBE) in a Redis Cluster, where the channel lives on the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+
+
+class ChannelMoved(Exception):
+    """In a cluster, the channel's slot is served by another node than the one subscribed on."""
 
 
 class Subscription(Protocol):
@@ -95,18 +98,21 @@ class ShardedPubSub:
         except BaseException:
             await _close(pubsub)
             raise
-        return _ShardedSubscription(pubsub)
+        return _ShardedSubscription(pubsub, self._client, channel)
 
 
 class _ShardedSubscription:
-    def __init__(self, pubsub: ClusterPubSub) -> None:
+    def __init__(self, pubsub: ClusterPubSub, client: RedisCluster, channel: str) -> None:
         self._pubsub = pubsub
+        self._client = client
+        self._slot = client.keyslot(channel)
 
     async def next_message(self, timeout_s: float) -> str | None:
-        if not self._pubsub.node_pubsub_mapping:
-            # Nothing to read from (never happens once SSUBSCRIBE succeeded): wait like a read would.
-            await asyncio.sleep(timeout_s)
-            return None
+        serving = self._client.nodes_manager.slots_cache.get(self._slot)
+        if not serving or serving[0].name not in self._pubsub.node_pubsub_mapping:
+            # The slot map (re-read after a failure) names another primary: a frozen old primary's
+            # connection just stays silent, so leave it rather than wait for it to break.
+            raise ChannelMoved
         message = await self._pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=timeout_s)
         if message is None or message["type"] != "smessage":
             return None

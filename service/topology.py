@@ -12,6 +12,8 @@ them alike. `describe` says for /readyz which mode it is and how many nodes answ
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -22,8 +24,12 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+log = logging.getLogger(__name__)
+
 Mode = Literal["single", "cluster", "sentinel"]
 RedisClient = Redis | RedisCluster
+# At most this often a replica re-reads a cluster's slot map while commands keep failing.
+SLOT_REFRESH_INTERVAL_S = 0.25
 
 SCHEMES: dict[str, tuple[Mode, bool]] = {
     "redis": ("single", False),
@@ -132,7 +138,7 @@ def create_client(url: str, *, timeout_s: float, max_connections: int) -> RedisC
         common["ssl"] = True
         common.update(address.tls_options)
     if address.mode == "cluster":
-        return RedisCluster(
+        return FailFastCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
             # A shard without a primary (mid-failover) fails its own keys, not the whole client.
             require_full_coverage=False,
@@ -173,6 +179,71 @@ def create_redis_client(url: str, *, timeout_s: float, max_connections: int) -> 
         health_check_interval=0,
     )
     return Redis(connection_pool=pool)
+
+
+class FailFastCluster(RedisCluster):
+    """A RedisCluster that re-reads its slot map beside the commands, never inside one.
+
+    After a connection error redis-py re-reads the map at the start of the next command, whichever
+    node that command is for, asking the nodes one after another: a frozen node holds it for a socket
+    timeout, so one sick shard would cost the commands of healthy shards their budget (and open their
+    breakers). Here a command goes on with the map it has while one refresh at a time runs in the
+    background; only the first map is read inline, as there is nothing to go on without it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py replaces its startup nodes by the nodes each map names, and a map read from nodes
+        # not yet joined into a cluster names none: the client would never ask anyone again. Every
+        # read also asks the nodes of REDIS_URL.
+        self._configured = dict(self.nodes_manager.startup_nodes)
+        self._mapped = False  # the first map (and redis-py's command table with it) has been read
+        self._refresher: asyncio.Task[None] | None = None
+        self._refreshed_at = -SLOT_REFRESH_INTERVAL_S
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        if not self._mapped:
+            self._restore_startup_nodes()
+            await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+            self._mapped = True
+            return self
+        self._initialize = False
+        self.refresh_slots(last_failed_node_name)
+        return self
+
+    def refresh_slots(self, failed_node: str | None = None) -> None:
+        """Re-read the slot map in the background, unless one is being read or was just read."""
+        now = time.monotonic()
+        if self._refresher is not None and not self._refresher.done():
+            return
+        if now - self._refreshed_at < SLOT_REFRESH_INTERVAL_S:
+            return
+        self._refreshed_at = now
+        self._refresher = asyncio.create_task(self._refresh(failed_node))
+
+    async def _refresh(self, failed_node: str | None) -> None:
+        try:
+            if self._mapped:
+                self._restore_startup_nodes()
+                # Each node asked is bounded by the socket timeouts; the one that failed is asked last.
+                await self.nodes_manager.initialize(last_failed_node_name=failed_node)
+            else:
+                await self.initialize()
+        except Exception as exc:
+            log.debug("cluster slot map refresh failed: %s: %s", type(exc).__name__, exc)
+
+    def _restore_startup_nodes(self) -> None:
+        for name, node in self._configured.items():
+            self.nodes_manager.startup_nodes.setdefault(name, node)
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await super().aclose()
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):

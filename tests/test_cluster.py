@@ -1,6 +1,6 @@
 """The service over a Redis Cluster and over Sentinel: the same promises as on one Redis (one model
-call per key for the fleet, invalidations reach every replica), and a primary killed under steady load
-costs no request."""
+call per key for the fleet, invalidations reach every replica), and a primary killed or frozen under
+steady load costs no request."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.support.keys import pair_input
 from tests.support.models import CountingModel
 from tests.support.redis_cluster import RedisClusterNodes, SentinelSet
 from tests.support.redis_server import RedisServer
-from tests.support.service_process import start_replicas
+from tests.support.service_process import ServiceProcess, start_replicas
 from tests.test_fleet import fire, total_model_calls
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -122,6 +122,10 @@ async def steady_load(
     return sent
 
 
+def total_local_answers(fleet: list[ServiceProcess]) -> float:
+    return sum(replica.metric("predcache_local_cache_answers_total") for replica in fleet)
+
+
 def hot_key(pair: str) -> str:
     return keyspace.entry_key(DemoModel.version, pair_input(pair).digest)
 
@@ -150,12 +154,15 @@ async def wait_failover(shared: RedisClusterNodes | SentinelSet, dead: RedisServ
     return time.monotonic() - started
 
 
-async def test_a_primary_killed_under_steady_load_costs_no_request(
-    shared: RedisClusterNodes | SentinelSet,
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+async def test_a_primary_lost_under_steady_load_costs_no_request(
+    shared: RedisClusterNodes | SentinelSet, how: str
 ) -> None:
-    """SIGKILL the primary serving a hot key (and in a cluster the events channel) under 100 req/s on
-    18 keys over 3 replicas: every response is 200, none slower than the model + the Redis budget + 1 s,
-    the cache hits again within 2 s of the failover, and an invalidation reaches every replica."""
+    """SIGKILL (or SIGSTOP: it stays connected but silent) the primary serving a hot key (and in a
+    cluster the events channel) under 100 req/s on 18 keys over 3 replicas: every response is 200, none
+    slower than the model + the Redis budget + 1 s, at most 2 model calls per key (the TTL outlasts
+    the load), the cache hits again within 2 s of the failover, and an invalidation reaches every
+    replica."""
     rate, duration_s, kill_at_s = 100.0, 12.0, 3.0
     fleet = start_replicas(
         3,
@@ -176,9 +183,18 @@ async def test_a_primary_killed_under_steady_load_costs_no_request(
             )
         )
         await kill.wait()
-        victim.kill()
+        if how == "SIGKILL":
+            victim.kill()
+        else:
+            victim.freeze()
         failover_s = await wait_failover(shared, victim, pair)
+        # From the failover + 2 s on, every lookup is answered by Redis again: none by a replica's own
+        # copy (degraded mode), which would say HIT as well.
+        await asyncio.sleep(2.0)
+        assert not load.done(), "the load ended before the cache could be back"
+        local_at_back = await asyncio.to_thread(total_local_answers, fleet)
         sent = await load
+        local_after_back = await asyncio.to_thread(total_local_answers, fleet) - local_at_back
         calls_during = total_model_calls(fleet) - calls_before
 
         statuses = Counter(s.status for s in sent)
@@ -187,10 +203,11 @@ async def test_a_primary_killed_under_steady_load_costs_no_request(
         late = [s for s in sent if s.at_s >= back_at_s]
         late_hits = sum(s.cache == "HIT" for s in late)
         figures = (
-            f"{type(shared).__name__}: {len(sent)} requests at {rate:g}/s, primary SIGKILLed at "
+            f"{type(shared).__name__}: {len(sent)} requests at {rate:g}/s, primary {how} at "
             f"{kill_at_s:g} s, failover {failover_s:.2f} s; statuses {dict(statuses)}; slowest "
             f"{worst_s * 1000:.0f} ms; model calls during the load {calls_during:g} "
-            f"({calls_during / len(PAIRS):.1f} per key); HITs from failover + 2 s: {late_hits}/{len(late)}"
+            f"({calls_during / len(PAIRS):.1f} per key); HITs from failover + 2 s: {late_hits}/{len(late)}, "
+            f"of them answered by a replica's own copy: {local_after_back:g}"
         )
         print(figures)
         if path := os.environ.get("PREDCACHE_FAILOVER_FIGURES"):
@@ -198,9 +215,11 @@ async def test_a_primary_killed_under_steady_load_costs_no_request(
                 out.write(figures + "\n")
         assert statuses == {200: len(sent)}
         assert worst_s < MODEL_LATENCY_S + REDIS_TIMEOUT_S + 1.0
+        assert calls_during <= 2 * len(PAIRS)
         assert late, "the load ended before the cache could be back"
         assert all(s.cache == "HIT" for s in late if s.pair == pair), "the hot key is not a hit again"
         assert late_hits / len(late) > 0.9
+        assert local_after_back == 0
 
         # The subscriptions are back: an invalidation made on one replica reaches the others at once.
         async with aiohttp.ClientSession() as session:

@@ -19,9 +19,12 @@ SERVICE_PORT = 8000  # `python -m service` listens here by default
 HOST_PORT = 8000  # the README's `curl localhost:8000/predict`
 
 
-@pytest.fixture(scope="module")
-def services() -> dict[str, dict[str, Any]]:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cluster.yml"]  # one Redis; a 6-node cluster
+
+
+@pytest.fixture(scope="module", params=COMPOSE_FILES)
+def services(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
+    compose = yaml.safe_load((ROOT / request.param).read_text())
     services: dict[str, dict[str, Any]] = compose["services"]
     return services
 
@@ -33,10 +36,23 @@ def api_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def redis_name(services: dict[str, dict[str, Any]]) -> str:
-    names = [name for name, s in services.items() if str(s.get("image", "")).startswith("redis:")]
-    assert len(names) == 1, f"expected one Redis service, found {names}"
-    return names[0]
+def redis_names(services: dict[str, dict[str, Any]]) -> list[str]:
+    """The Redis servers: one, or the nodes of a cluster (not the one-shot service forming it)."""
+    names = [
+        name
+        for name, s in services.items()
+        if str(s.get("image", "")).startswith("redis:") and "--cluster create" not in command_line(s)
+    ]
+    assert len(names) in (1, 6), f"expected one Redis or a 6-node cluster, found {names}"
+    return names
+
+
+@pytest.fixture(scope="module")
+def cluster_init(services: dict[str, dict[str, Any]]) -> str | None:
+    """The name of the one-shot service that forms the cluster, if this file runs one."""
+    names = [name for name, s in services.items() if "--cluster create" in command_line(s)]
+    assert len(names) <= 1
+    return names[0] if names else None
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +77,11 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         return dict(item.split("=", 1) for item in env)
     return {key: str(value) for key, value in env.items()}
+
+
+def command_line(service: dict[str, Any]) -> str:
+    command = service.get("command", [])
+    return " ".join(command) if isinstance(command, list) else str(command)
 
 
 def healthcheck_command(service: dict[str, Any]) -> str:
@@ -100,22 +121,61 @@ def test_three_api_replicas_are_built_from_the_dockerfile(api_services: dict[str
 
 
 def test_every_replica_uses_the_compose_redis(
-    api_services: dict[str, dict[str, Any]], services: dict[str, dict[str, Any]], redis_name: str
+    api_services: dict[str, dict[str, Any]], services: dict[str, dict[str, Any]], redis_names: list[str]
 ) -> None:
-    assert "6379" not in " ".join(services[redis_name].get("command", [])), "Redis must keep port 6379"
+    for name in redis_names:
+        command = command_line(services[name])
+        assert "--port 6379" in command or "--port" not in command, "Redis must keep port 6379"
+    scheme = "redis" if len(redis_names) == 1 else "redis+cluster"
     for name, service in api_services.items():
         url = urlsplit(environment(service)["REDIS_URL"])
-        assert (url.scheme, url.hostname, url.port or 6379) == ("redis", redis_name, 6379), name
+        assert url.scheme == scheme, name
+        hosts = [item.partition(":") for item in url.netloc.rpartition("@")[2].split(",")]
+        assert {host for host, _, _ in hosts} <= set(redis_names), name
+        assert {port or "6379" for _, _, port in hosts} == {"6379"}, name
 
 
 def test_replicas_wait_for_a_healthy_redis(
-    api_services: dict[str, dict[str, Any]], services: dict[str, dict[str, Any]], redis_name: str
+    api_services: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]],
+    redis_names: list[str],
+    cluster_init: str | None,
 ) -> None:
-    redis_check = healthcheck_command(services[redis_name])
-    assert "redis-cli" in redis_check
-    assert "ping" in redis_check
+    for name in redis_names:
+        redis_check = healthcheck_command(services[name])
+        assert "redis-cli" in redis_check
+        assert "ping" in redis_check
+    if cluster_init is None:
+        (redis_name,) = redis_names
+        for name, service in api_services.items():
+            assert service["depends_on"][redis_name]["condition"] == "service_healthy", name
+        return
+    # A cluster: formed once every node answers, and the replicas start once it is.
+    for name in redis_names:
+        assert services[cluster_init]["depends_on"][name]["condition"] == "service_healthy", name
     for name, service in api_services.items():
-        assert service["depends_on"][redis_name]["condition"] == "service_healthy", name
+        assert service["depends_on"][cluster_init]["condition"] == "service_completed_successfully", name
+
+
+def test_a_cluster_is_formed_from_every_node_with_a_replica_each(
+    services: dict[str, dict[str, Any]], redis_names: list[str], cluster_init: str | None
+) -> None:
+    if cluster_init is None:
+        pytest.skip("one Redis: no cluster to form")
+    for name in redis_names:
+        command = command_line(services[name])
+        assert "--cluster-enabled yes" in command, name
+        # Without it, one shard down would stop the whole cluster, not only that shard's keys.
+        assert "--cluster-require-full-coverage no" in command, name
+        # Not in a volume: a nodes.conf kept past `down` names its peers by IP addresses that new
+        # containers do not have, and that cluster never forms again.
+        assert "--cluster-config-file /tmp/" in command, name
+        assert not services[name].get("volumes"), name
+    init = command_line(services[cluster_init])
+    assert "--cluster-replicas 1" in init
+    assert "--cluster-yes" in init
+    assert all(re.search(rf"\b{name}\b", init) for name in redis_names)
+    assert services[cluster_init].get("restart") == "no"
 
 
 def test_replicas_have_a_healthcheck_on_healthz(api_services: dict[str, dict[str, Any]]) -> None:
@@ -125,9 +185,12 @@ def test_replicas_have_a_healthcheck_on_healthz(api_services: dict[str, dict[str
         assert "curl" not in check, "python:slim has no curl"
 
 
-def test_redis_is_not_published_on_the_host(services: dict[str, dict[str, Any]], redis_name: str) -> None:
+def test_redis_is_not_published_on_the_host(
+    services: dict[str, dict[str, Any]], redis_names: list[str]
+) -> None:
     """A published 6379 would clash with a developer's own Redis and stop `docker compose up`."""
-    assert published(services[redis_name]) == {}
+    for name in redis_names:
+        assert published(services[name]) == {}, name
 
 
 def test_lb_publishes_host_port_8000_to_nginx(lb: dict[str, Any], nginx_conf: str) -> None:

@@ -31,7 +31,7 @@ class SlowCache(MemoryBackend):
         super().__init__(10)
         self.release = asyncio.Event()
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
         await self.release.wait()
         return await super().get_many(keys)
 
@@ -49,7 +49,7 @@ async def test_a_read_overtaken_by_an_event_does_not_undo_it() -> None:
 
 async def test_a_cache_that_does_not_answer_keeps_the_value_known() -> None:
     class Down(MemoryBackend):
-        async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Miss:
+        async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
             return Miss.UNAVAILABLE
 
     generation = ModelGeneration(Down(10), KEY)

@@ -65,14 +65,20 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> float:
 
 
 class RedisClusterNodes(Managed):
-    """Three primaries with a replica each, `cluster-node-timeout` `node_timeout_ms`."""
+    """Three primaries with a replica each, `cluster-node-timeout` `node_timeout_ms`. With
+    `full_coverage=False` (`cluster-require-full-coverage no`) the other shards keep answering while
+    one shard has neither its primary nor its replica."""
 
-    def __init__(self, *, primaries: int = 3, node_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, *, primaries: int = 3, node_timeout_ms: int = 2000, full_coverage: bool = True
+    ) -> None:
         self.node_timeout_ms = node_timeout_ms
+        coverage = ("--cluster-require-full-coverage", "yes" if full_coverage else "no")
         self.nodes = [
             RedisServer(
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                 *("--cluster-node-timeout", str(node_timeout_ms), "--repl-diskless-sync-delay", "0"),
+                *coverage,
                 port=free_cluster_port(),
             )
             for _ in range(primaries * 2)
@@ -84,8 +90,16 @@ class RedisClusterNodes(Managed):
         return "redis+cluster://" + ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes[:2])
 
     def start(self, timeout_s: float = 20.0) -> RedisClusterNodes:
+        self.start_nodes()
+        return self.form(timeout_s)
+
+    def start_nodes(self) -> None:
+        """Start the six nodes, not yet joined into a cluster."""
         for node in self.nodes:
             node.start()
+
+    def form(self, timeout_s: float = 20.0) -> RedisClusterNodes:
+        """Join the running nodes into a cluster and wait until it is healthy."""
         subprocess.run(
             [
                 *("redis-cli", "--cluster", "create"),
@@ -130,6 +144,18 @@ class RedisClusterNodes(Managed):
         finally:
             client.close()
         raise RedisServerError(f"no node serves slot {slot}")
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """The running node replicating `primary`."""
+        for node in self.running():
+            client = _client(node.port)
+            try:
+                replication = client.info("replication")
+            finally:
+                client.close()
+            if replication["role"] == "slave" and int(replication["master_port"]) == primary.port:
+                return node
+        raise RedisServerError(f"no replica of the node on port {primary.port}")
 
     def primaries(self) -> list[RedisServer]:
         return [node for node in self.running() if _role(node.port) == "master"]

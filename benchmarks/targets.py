@@ -172,7 +172,7 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
         found.append(
             _at_most(
                 "expiry_p999_same_run",
-                f"stricter: expiry p99.9 <= {EXPIRY_P999_MAX_HIT_P99_MULTIPLE:g}x the same run's HIT p99 "
+                f"expiry (issue 14): p99.9 <= {EXPIRY_P999_MAX_HIT_P99_MULTIPLE:g}x the same run's HIT p99 "
                 f"({hit_class_p99:.3g} ms)",
                 p999,
                 EXPIRY_P999_MAX_HIT_P99_MULTIPLE * hit_class_p99,

@@ -106,8 +106,8 @@ class ModelRunner:
                 # A thread cannot be cancelled: on timeout the waiters get 504 and the thread
                 # finishes on its own; the bounded pool keeps such leftovers from piling up.
                 return await asyncio.get_running_loop().run_in_executor(self._executor, function, argument)
-        except UnknownInput:
-            raise
+        except (UnknownInput, UpstreamRefused):
+            raise  # the input's fault, not the model's: not a model error
         except Exception:
             metrics.model_errors.inc()
             raise

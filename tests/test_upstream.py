@@ -196,6 +196,10 @@ async def test_an_upstream_4xx_is_passed_through_and_never_cached(
     assert {headers["Content-Type"] for _, _, headers in replies} == {"application/json"}
     assert not any("X-Cache" in headers for _, _, headers in replies)
     assert await keys_of(redis, model_version) == []
+    # The client's bad input, not a failing model: the model-error alert must not fire on it.
+    metrics = await (await client.get("/metrics")).text()
+    assert "predcache_model_errors_total 0.0" in metrics
+    assert "predcache_model_calls_total 0.0" not in metrics
 
 
 async def test_every_request_for_a_refused_input_asks_the_upstream_again(

@@ -205,6 +205,35 @@ def cluster(section: Mapping[str, object]) -> list[str]:
     return lines
 
 
+def failover(section: Mapping[str, object]) -> list[str]:
+    if "skipped" in section:
+        return [f"Skipped: {section['skipped']}"]
+    settings = section["settings"]
+    assert isinstance(settings, Mapping)
+    lines = [
+        "| mode | primary | failover s | requests | non-2xx | slowest ms | model calls (per key) "
+        "| HITs from failover + 2 s | of them from a replica's own copy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in _rows(section):
+        lines.append(
+            f"| {row['mode']} | {row['how']} | {_num(row['failover_s'], '.2f')} | {row['requests']} "
+            f"| {row['non_2xx']} | {_num(row['slowest_ms'], '.0f')} | {row['model_calls']:g} "
+            f"({_num(row['model_calls_per_key'], 'g')}) | {row['late_hits']} of {row['late_requests']} "
+            f"| {row['late_local_answers']:g} |"
+        )
+    lines += [
+        "",
+        f"Three replicas, every key warm, `--near-cache-seconds 0 --ttl 60 --redis-timeout "
+        f"{settings['redis_timeout_s']:g}`, demo model {settings['model_latency_s']:g} s; open loop "
+        f"{settings['rate']:g} requests/s over {settings['keys']} keys for {settings['duration_s']:g} s, "
+        "the primary serving a hot key (in the cluster also the events channel) lost at "
+        f"{settings['kill_at_s']:g} s; failover: until the cluster or the sentinels name a new primary. "
+        "Fresh processes per row.",
+    ]
+    return lines
+
+
 def targets(found: Sequence[Mapping[str, object]]) -> list[str]:
     lines = ["| target | measured | met | margin |", "|---|---|---|---|"]
     for t in found:
@@ -242,6 +271,8 @@ def markdown(results: Mapping[str, object]) -> str:
         lines += [*miss_path(section("miss_path")), ""]
     if "cluster" in results:
         lines += ["## 6. Redis Cluster beside one Redis", "", *cluster(section("cluster")), ""]
+    if "failover" in results:
+        lines += ["## 7. Failover under load", "", *failover(section("failover")), ""]
     found = results.get("targets", [])
     assert isinstance(found, Sequence)
     lines += [

@@ -17,7 +17,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import cluster, expiry, hitpath, loadtest_ceiling, misspath, report, stampede, targets
+from benchmarks import (
+    cluster,
+    expiry,
+    failover,
+    hitpath,
+    loadtest_ceiling,
+    misspath,
+    report,
+    stampede,
+    targets,
+)
 from benchmarks.procs import ROOT
 
 PACKAGES = ("aiohttp", "redis", "hiredis", "uvloop", "orjson")
@@ -82,7 +92,7 @@ def _timed(name: str, benchmark: Callable[[], dict[str, object]]) -> dict[str, o
     return result
 
 
-SECTIONS = ("hit_path", "stampede", "expiry", "loadtest_ceiling", "miss_path", "cluster")
+SECTIONS = ("hit_path", "stampede", "expiry", "loadtest_ceiling", "miss_path", "cluster", "failover")
 
 
 def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
@@ -112,6 +122,7 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
         ),
         "miss_path": ("miss path", lambda: misspath.run(misses)),
         "cluster": ("Redis Cluster beside one Redis", lambda: cluster.run(sharded)),
+        "failover": ("failover under load", lambda: failover.run(failover.FailoverSettings())),
     }
     started = time.monotonic()
     results: dict[str, object] = {"quick": quick, "machine": machine()}

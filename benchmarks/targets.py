@@ -192,7 +192,38 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
         )
     )
     found.append(_cluster_stampede(results.get("cluster", {})))
+    found.append(_failover(results.get("failover", {})))
     return found
+
+
+def _failover(section: Mapping[str, object]) -> TargetResult:
+    """Issue 11: a primary lost under load costs no request, at most 2 model calls per key, and
+    Redis answers again (not the replicas' own copies) from the failover + 2 s."""
+    measured_rows = section.get("rows", [])
+    assert isinstance(measured_rows, Sequence)
+    rows = [row for row in measured_rows if isinstance(row, Mapping)]
+    name = "failover_costs_no_request"
+    target = (
+        "failover: no non-2xx, slowest <= model + budget + 1 s, <= 2 calls per key, HITs from Redis again"
+    )
+    if not rows:
+        return TargetResult(name, target, "not measured", None, "")
+    off = [
+        r
+        for r in rows
+        if r["non_2xx"]
+        or r["slowest_ms"] > r["slowest_bound_ms"]
+        or r["model_calls_per_key"] > 2
+        or r["late_hits"] != r["late_requests"]
+        or r["late_local_answers"]
+    ]
+    measured = "; ".join(
+        f"{r['mode']} {r['how']}: {r['non_2xx']} non-2xx, slowest {r['slowest_ms']} ms, "
+        f"{r['model_calls_per_key']} calls/key, {r['late_hits']}/{r['late_requests']} HITs"
+        for r in rows
+    )
+    margin = "every run" if not off else "missed in " + ", ".join(f"{r['mode']} {r['how']}" for r in off)
+    return TargetResult(name, target, measured, not off, margin)
 
 
 def _cluster_stampede(section: Mapping[str, object]) -> TargetResult:

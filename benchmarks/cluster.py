@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -27,10 +26,10 @@ from benchmarks.procs import (
     HttpServer,
     RedisProcess,
     core_prefixes,
-    free_port,
     http_get,
     python_server,
 )
+from tests.support.redis_cluster import free_cluster_port
 
 CLUSTER_NODES = 6
 
@@ -50,7 +49,7 @@ class ClusterNode(RedisProcess):
 
     def __init__(self, prefix: list[str], node_timeout_ms: int = 2000) -> None:
         super().__init__(prefix)
-        self.port = _free_cluster_port()
+        self.port = free_cluster_port()
         self.command[self.command.index("--port") + 1] = str(self.port)
         self._dir = tempfile.mkdtemp(prefix="predcache-bench-node-")  # for its nodes.conf
         self.command += [
@@ -61,20 +60,6 @@ class ClusterNode(RedisProcess):
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _free_cluster_port() -> int:
-    for _ in range(200):
-        port = free_port()
-        if port > 55535:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((LOOPBACK, port + 10000))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
 
 
 @contextmanager

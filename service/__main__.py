@@ -14,9 +14,10 @@ from typing import NoReturn
 from aiohttp import web
 
 from service.app import create_app
-from service.config import Settings
 from service.errors import ConfigError
-from service.model import Model, build_model
+from service.models.contract import Model
+from service.models.factory import build_model
+from service.settings.config import Settings
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -10,27 +10,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from service import keys, keyspace
-from service.breaker import CircuitBreaker
-from service.cache import CacheBackend, MemoryBackend, RedisBackend
-from service.config import Settings
-from service.contract import contract_for
-from service.converters import redact_url
-from service.events import Events
-from service.fleet import Fleet
-from service.generation import ModelGeneration
-from service.http_server import MalformedRequestLog, hide_server_version
-from service.inputs import InputCodec
-from service.lease import Leases
+from service.caching.backends import CacheBackend, MemoryBackend, RedisBackend
+from service.caching.fleet import Fleet
+from service.caching.generation import ModelGeneration
+from service.caching.predictions import Predictions
+from service.http import appkeys as keys
+from service.http.openapi import build_spec
+from service.http.responses import HitHeaders
+from service.http.routes import add_routes
+from service.http.server import MalformedRequestLog, hide_server_version
 from service.metrics import Metrics
-from service.model import Model, build_model
-from service.openapi import build_spec
-from service.predictions import Predictions
-from service.responses import HitHeaders
-from service.routes import add_routes
-from service.runner import Limits, ModelRunner
-from service.topology import RedisClient, create_client, mode_of
-from service.upstream import UpstreamModel
+from service.models.contract import Model, contract_for
+from service.models.factory import build_model
+from service.models.inputs import InputCodec
+from service.models.runner import Limits, ModelRunner
+from service.models.upstream import UpstreamModel
+from service.redis import keyspace
+from service.redis.breaker import CircuitBreaker
+from service.redis.events import Events
+from service.redis.lease import Leases
+from service.redis.topology import RedisClient, create_client, mode_of
+from service.settings.config import Settings
+from service.settings.converters import redact_url
 
 log = logging.getLogger("service")
 

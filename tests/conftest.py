@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.app import create_app
-from service.config import Settings
-from service.model import Predictor
-from service.topology import create_redis_client
+from service.models.protocols import Predictor
+from service.redis.topology import create_redis_client
+from service.settings.config import Settings
 from tests.support.mlserver import MLServer
 from tests.support.redis_cluster import RedisClusterNodes, SentinelSet
 from tests.support.redis_server import RedisServer

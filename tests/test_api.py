@@ -9,7 +9,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from service import keyspace
+from service.redis import keyspace
 from tests.conftest import MakeClient
 from tests.support.keys import pair_key
 from tests.support.models import CountingModel, SyncCpuModel

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from service.demo import DemoModel
+from service.models.demo import DemoModel
 from tests.conftest import MakeClient
 from tests.support.models import BatchTypedModel, TypedModel, price_of
 

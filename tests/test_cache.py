@@ -8,10 +8,10 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from service.breaker import CircuitBreaker
-from service.cache import MemoryBackend, Miss, RedisBackend
+from service.caching.backends import MemoryBackend, Miss, RedisBackend
 from service.metrics import Metrics
-from service.topology import create_redis_client
+from service.redis.breaker import CircuitBreaker
+from service.redis.topology import create_redis_client
 from tests.support.redis_server import RedisServer
 
 

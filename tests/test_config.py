@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service.__main__ import main
-from service.config import Settings
-from service.converters import redact_url
 from service.errors import ConfigError
+from service.settings.config import Settings
+from service.settings.converters import redact_url
 
 
 def test_defaults_without_flags_or_environment() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from service.model import load_model
+from service.models.factory import load_model
 from tests.conftest import MakeClient
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from service.cache import MemoryBackend, Miss
-from service.generation import ModelGeneration
+from service.caching.backends import MemoryBackend, Miss
+from service.caching.generation import ModelGeneration
 
 KEY = "predcache:{v1}:generation"
 

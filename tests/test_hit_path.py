@@ -11,8 +11,8 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from service.entry import CachedPrediction
-from service.responses import HitHeaders
+from service.caching.entry import CachedPrediction
+from service.http.responses import HitHeaders
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
 

@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from service.http_server import SERVER_NAME, MalformedRequestLog
+from service.http.server import SERVER_NAME, MalformedRequestLog
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
 

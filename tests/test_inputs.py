@@ -10,7 +10,7 @@ from multidict import MultiDict
 
 from examples.price_forecaster import ForecastQuery
 from service.errors import InvalidInput
-from service.inputs import MEMO_ENTRIES, MEMO_MAX_BODY_BYTES, InputCodec
+from service.models.inputs import MEMO_ENTRIES, MEMO_MAX_BODY_BYTES, InputCodec
 
 CODEC = InputCodec(ForecastQuery)
 

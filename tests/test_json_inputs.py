@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 
 from service.errors import InvalidInput
-from service.json_inputs import MAX_DEPTH, JsonObjectCodec, check_schema, normalized, openapi_form
+from service.models.json_inputs import MAX_DEPTH, JsonObjectCodec, check_schema, normalized, openapi_form
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import Settings
-from service.options import OPTIONS
+from service.settings.config import Settings
+from service.settings.options import OPTIONS
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent

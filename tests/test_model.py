@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import pytest
 
-from service.contract import contract_for
-from service.demo import DemoModel
 from service.errors import ConfigError, ModelError, ModelTimeout
 from service.metrics import Metrics
-from service.model import Model, load_model
-from service.runner import Limits, ModelRunner
+from service.models.contract import Model, contract_for
+from service.models.demo import DemoModel
+from service.models.factory import load_model
+from service.models.runner import Limits, ModelRunner
 from tests.support.keys import pair_input
 from tests.support.models import CountingModel, SyncCpuModel
 

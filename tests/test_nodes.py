@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service import keyspace
-from service.demo import DemoModel
+from service.models.demo import DemoModel
+from service.redis import keyspace
 from tests.conftest import MakeClient, no_redis
 from tests.support.keys import pair_key
 from tests.support.models import CountingModel

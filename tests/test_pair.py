@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.errors import InvalidPair
-from service.pair import parse_pair
+from service.models.pair import parse_pair
 
 
 @pytest.mark.parametrize("raw", ["ETH-EUR", "eth-eur", "ETH/EUR", "eth/Eur"])

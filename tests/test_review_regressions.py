@@ -11,7 +11,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from service.topology import create_redis_client
+from service.redis.topology import create_redis_client
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
 from tests.support.redis_server import RedisServer

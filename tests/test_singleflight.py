@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.singleflight import SingleFlight
+from service.caching.singleflight import SingleFlight
 
 
 class Call:

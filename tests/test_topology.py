@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.config import Settings, build_parser
-from service.converters import redact_url
 from service.errors import ConfigError
-from service.topology import parse_redis_url
+from service.settings.config import Settings, build_parser
+from service.settings.converters import redact_url
+from service.settings.redis_url import parse_redis_url
 
 
 def test_a_cluster_url_names_any_nodes_and_a_password() -> None:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from service.__main__ import main
 from service.app import create_app
-from service.config import Settings
+from service.settings.config import Settings
 from tests.support.mlserver import IRIS_VERSION, MLServer
 from tests.support.mlserver_lab import VERSION_HEADER
 from tests.test_api import keys_of

@@ -20,11 +20,11 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from service import keys
 from service.app import create_app
-from service.cache import RedisBackend
-from service.config import Settings
-from service.topology import create_redis_client
+from service.caching.backends import RedisBackend
+from service.http import appkeys as keys
+from service.redis.topology import create_redis_client
+from service.settings.config import Settings
 from tests.support.keys import pair_entry, pair_key
 from tests.support.models import CountingModel
 from tests.support.redis_server import RedisServer

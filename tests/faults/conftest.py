@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from service import keys
-from service.breaker import CircuitBreaker
-from service.cache import RedisBackend
-from service.predictions import Predictions
-from service.topology import create_redis_client
+from service.caching.backends import RedisBackend
+from service.caching.predictions import Predictions
+from service.http import appkeys as keys
+from service.redis.breaker import CircuitBreaker
+from service.redis.topology import create_redis_client
 from tests.conftest import MakeClient, no_redis
 from tests.support.models import CountingModel
 

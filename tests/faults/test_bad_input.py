@@ -26,9 +26,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from service.app import create_app
-from service.config import Settings
 from service.errors import InvalidPair
-from service.pair import PAIR_PATTERN, parse_pair
+from service.models.pair import PAIR_PATTERN, parse_pair
+from service.settings.config import Settings
 from tests.support.models import CountingModel
 from tests.support.redis_server import RedisServer
 
@@ -114,7 +114,7 @@ def target() -> Iterator[Target]:
 
 
 def expected_status(raw: str) -> int:
-    """What /predict?pair=<raw> must answer: the rule of service.pair, and the OpenAPI pattern agrees."""
+    """What /predict?pair=<raw> must answer: the rule of models/pair.py, and the OpenAPI pattern agrees."""
     matches_spec = re.search(PAIR_PATTERN, raw) is not None and len(raw) <= 21 and "\n" not in raw
     try:
         pair = parse_pair(raw)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from service.entry import CachedPrediction
+from service.caching.entry import CachedPrediction
 from tests.faults.conftest import StartService
 from tests.support.keys import pair_entry, pair_input, pair_key
 from tests.support.redis_server import RedisServer

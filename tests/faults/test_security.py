@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from redis.asyncio import Redis
 
-from service.config import Settings
 from service.errors import ConfigError
+from service.settings.config import Settings
 from tests.faults.conftest import StartService
 from tests.support.models import CountingModel
 from tests.support.redis_server import RedisServer, RedisServerError

@@ -8,7 +8,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from service import keyspace
+from service.redis import keyspace
 from tests.faults.conftest import LOOP_ALLOWANCE_S, Reply, Service, StartService, eventually
 from tests.support.keys import pair_input, pair_key
 from tests.support.redis_server import RedisServer

@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from service import keys
 from service.app import create_app
-from service.cache import RedisBackend
-from service.config import Settings
-from service.topology import create_redis_client
+from service.caching.backends import RedisBackend
+from service.http import appkeys as keys
+from service.redis.topology import create_redis_client
+from service.settings.config import Settings
 from tests.faults.conftest import (
     FAULT_SETTINGS,
     LOOP_ALLOWANCE_S,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from service import keyspace
-from service.demo import DemoModel
+from service.models.demo import DemoModel
+from service.redis import keyspace
 from tests.support.keys import pair_input
 from tests.support.redis_cluster import RedisClusterNodes, SentinelSet
 from tests.support.redis_server import RedisServer

@@ -7,10 +7,10 @@ import time
 
 import orjson
 
-from service import keyspace
-from service.contract import PairQuery
-from service.entry import CachedPrediction
-from service.inputs import InputCodec, ModelInput
+from service.caching.entry import CachedPrediction
+from service.models.contract import PairQuery
+from service.models.inputs import InputCodec, ModelInput
+from service.redis import keyspace
 
 _PAIRS = InputCodec(PairQuery)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import UnknownInput
-from service.pair import Pair
+from service.models.pair import Pair
 
 
 def price_of(pair: str) -> float:

@@ -1,0 +1,205 @@
+"""Upstream mode: the model is another server (`MODEL=http://HOST:PORT/PATH`). Each miss POSTs the
+input's canonical JSON to it; its JSON answer is the prediction, cached like any model's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from pydantic import JsonValue
+
+from service.errors import ConfigError, InvalidInput, UpstreamRefused
+from service.models.contract import Contract, Uncached
+from service.models.json_inputs import JsonObject, JsonObjectCodec, check_schema
+from service.settings.config import Settings
+from service.settings.converters import redact_url
+
+log = logging.getLogger(__name__)
+
+# 4xx answers that speak of predcache's own request rather than of the client's input: credentials
+# and permissions between predcache and the upstream (401, 403, 407), a wrong method for the URL
+# (405), the upstream's own capacity (408, 429). Passed through, they would tell the client to fix
+# what only the operator can; they are the model failing (503), like a 5xx.
+NOT_ABOUT_THE_INPUT = frozenset({401, 403, 405, 407, 408, 429})
+_REFUSAL_TEXT_CHARS = 500
+
+
+class UpstreamFailed(Exception):
+    """The upstream gave no prediction: unreachable, a 5xx, a redirect, or a 2xx that is not JSON.
+    The runner makes it a ModelError (503 for every waiter, never cached); details go to the log."""
+
+
+class UpstreamModel:
+    """A model served over HTTP by a model server predcache does not run (MLServer, BentoML, ...).
+
+    Its contract: the input is any JSON object (checked by `schema`, a JSON Schema, when given), the
+    output any JSON value, the version the operator's `MODEL_VERSION`. When `version_header` is set,
+    an answer whose header does not name that version is served but not cached under it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        version: str,
+        *,
+        timeout_s: float,
+        max_connections: int = 100,
+        version_header: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.version = version
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.version_header = version_header
+        self.inputs = JsonObjectCodec(schema)
+        self._session: aiohttp.ClientSession | None = None
+        self._mismatches_logged: set[str | None] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamModel:
+        """The upstream the settings name; ConfigError for a missing MODEL_VERSION or a bad schema."""
+        if settings.model_version is None:
+            raise ConfigError(
+                "MODEL_VERSION", "required with an upstream MODEL (http://...): it is part of every cache key"
+            )
+        schema = None if settings.input_schema is None else load_schema(settings.input_schema)
+        return cls(
+            settings.model,
+            settings.model_version,
+            timeout_s=settings.model_timeout_s,
+            max_connections=settings.upstream_max_connections,
+            version_header=settings.upstream_version_header,
+            schema=schema,
+        )
+
+    def contract(self) -> Contract:
+        return Contract(
+            version=self.version,
+            input_type=JsonObject,
+            output_type=JsonValue,
+            predict=self.predict,
+            predict_batch=None,  # no batch contract upstream: concurrent single calls
+            # The upstream is sent the canonical form: the answer cached under a key is its answer.
+            argument=self.inputs.canonical,
+            output=_result,
+            check=None,
+            invalid=InvalidInput,
+            inputs=self.inputs,
+        )
+
+    async def client_context(self, app: web.Application) -> AsyncIterator[None]:
+        """The app's one pool of connections to the upstream: opened at startup, closed at shutdown."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections),
+            # Also the runner's bound; this one covers a call made outside it.
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            headers={"User-Agent": "predcache"},
+        )
+        log.info("upstream model %s at %s", self.version, redact_url(self.url))
+        try:
+            yield
+        finally:
+            await self._session.close()
+            self._session = None
+
+    async def predict(self, body: bytes) -> JsonValue | Uncached:
+        """The upstream's JSON answer to `body`; UpstreamRefused for its 4xx, UpstreamFailed when it
+        gives no prediction, TimeoutError past the timeout (the runner's 504)."""
+        if self._session is None:
+            raise UpstreamFailed("the upstream client is not open (the app is not running)")
+        try:
+            async with self._session.post(
+                self.url,
+                data=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                # A redirect is a configuration matter; following it would also turn a POST into a GET.
+                allow_redirects=False,
+            ) as response:
+                payload = await response.read()
+                status = response.status
+                content_type = response.content_type
+                answered_version = (
+                    None if self.version_header is None else response.headers.get(self.version_header)
+                )
+        except TimeoutError:  # aiohttp's own timeouts are ClientErrors too: they are 504, not 503
+            raise
+        except aiohttp.ClientError as exc:
+            log.warning("upstream %s: %s: %s", redact_url(self.url), type(exc).__name__, exc)
+            raise UpstreamFailed(f"the upstream could not be reached ({type(exc).__name__})") from None
+        if 200 <= status < 300:
+            try:
+                data = _json(payload, content_type)
+            except ValueError:
+                log.warning("upstream %s answered %d, not with JSON", redact_url(self.url), status)
+                raise UpstreamFailed(f"the upstream answered {status} with a body that is not JSON") from None
+            if self.version_header is not None and answered_version != self.version:
+                self._log_mismatch(answered_version)
+                return Uncached(data)
+            return data
+        if 400 <= status < 500 and status not in NOT_ABOUT_THE_INPUT:
+            raise refusal(status, payload, content_type)
+        log.warning("upstream %s answered %d: %r", redact_url(self.url), status, payload[:200])
+        raise UpstreamFailed(f"the upstream answered {status}")
+
+    def _log_mismatch(self, answered: str | None) -> None:
+        # Once per version at WARNING: while the upstream rolls out a new version, every answer is one.
+        level = logging.DEBUG if answered in self._mismatches_logged else logging.WARNING
+        self._mismatches_logged.add(answered)
+        log.log(
+            level,
+            "the upstream answered with %s %r, not MODEL_VERSION %r: served, not cached",
+            self.version_header,
+            answered,
+            self.version,
+        )
+
+
+def refusal(status: int, payload: bytes, content_type: str) -> UpstreamRefused:
+    """The upstream's 4xx as an error for every waiter: its JSON body as is, other bodies (text, HTML)
+    as the message of predcache's own error shape, so that the API answers JSON only."""
+    try:
+        _json(payload, content_type)
+    except ValueError:
+        pass
+    else:
+        return UpstreamRefused(status, payload, content_type, f"the upstream refused the input ({status})")
+    text = payload[:_REFUSAL_TEXT_CHARS].decode(errors="replace").strip()
+    message = f"the upstream refused the input ({status})" + (f": {text}" if text else "")
+    body = orjson.dumps({"error": {"code": UpstreamRefused.code, "message": message}})
+    return UpstreamRefused(status, body, "application/json", message)
+
+
+def load_schema(path: str) -> dict[str, Any]:
+    """The JSON Schema in the file at `path`; ConfigError naming INPUT_SCHEMA if it is not one."""
+    try:
+        schema = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError("INPUT_SCHEMA", f"cannot read {path!r}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError("INPUT_SCHEMA", f"{path!r} is not JSON: {exc}") from None
+    problem = check_schema(schema)
+    if problem is not None:
+        raise ConfigError("INPUT_SCHEMA", f"{path!r}: {problem}")
+    assert isinstance(schema, dict)
+    return schema
+
+
+def _json(payload: bytes, content_type: str) -> JsonValue:
+    """The parsed body; ValueError unless it is JSON by its Content-Type (aiohttp says
+    application/octet-stream when there is none) and by its bytes."""
+    if content_type not in ("application/json", "application/octet-stream") and not content_type.endswith(
+        "+json"
+    ):
+        raise ValueError(f"Content-Type {content_type}")
+    value: JsonValue = orjson.loads(payload)  # JSONDecodeError is a ValueError
+    return value
+
+
+def _result(result: Any, _query: Any) -> Any:
+    return result

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import orjson
 
-from .stats import CLASSES, LatencySummary, RunSummary
+from .classes import CLASSES
+from .stats import LatencySummary
+from .summary import RunSummary
 
 COMPARED_LATENCIES: tuple[str, ...] = ("p50", "p90", "p99", "mean", "max")
 # Settings that describe the load itself; a difference in any of them makes the comparison unfair.

@@ -6,7 +6,8 @@ import importlib.util
 from pathlib import Path
 
 from .runner import RequestRecord
-from .stats import RunSummary, decode_histogram
+from .stats import decode_histogram
+from .summary import RunSummary
 
 PLOT_MISSING = "--plot needs matplotlib: install the plot extra (uv sync --extra plot)"
 

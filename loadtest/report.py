@@ -8,9 +8,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .classes import CLASSES
 from .compare import ComparedFigure, Comparison
 from .runner import LATE_START_TOLERANCE_S, RequestRecord
-from .stats import CLASSES, LatencySummary, RunSummary, decode_histogram, log_buckets
+from .stats import LatencySummary, decode_histogram, log_buckets
+from .summary import RunSummary
 from .thresholds import ThresholdResult
 
 _HISTOGRAM_WIDTH = 40

@@ -7,7 +7,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .stats import CLASSES, LATENCY_KEYS, RunSummary
+from .classes import CLASSES
+from .stats import LATENCY_KEYS
+from .summary import RunSummary
 
 
 class ThresholdError(ValueError):

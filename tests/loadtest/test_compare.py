@@ -9,7 +9,8 @@ import pytest
 
 from loadtest.cli import main
 from loadtest.compare import compare_runs
-from loadtest.stats import Recorder, RunSummary, summarize
+from loadtest.stats import Recorder
+from loadtest.summary import RunSummary, summarize
 
 
 def _run(latencies_ms: dict[str, float], count: int = 50, **settings: object) -> RunSummary:

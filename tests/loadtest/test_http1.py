@@ -21,7 +21,7 @@ from loadtest.http1 import (
     ServerDisconnectedError,
     build_request,
 )
-from loadtest.runner import RunSettings
+from loadtest.settings import RunSettings
 
 from .conftest import CHUNKED_BODY, RawServer
 

@@ -7,19 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadtest.classes import classify, classify_batch
 from loadtest.stats import (
     HIGHEST_TRACKABLE_US,
     LATENCY_KEYS,
     LatencySummary,
     Recorder,
-    RunSummary,
-    classify,
-    classify_batch,
     decode_histogram,
     log_buckets,
     merge_histograms,
-    summarize,
 )
+from loadtest.summary import RunSummary, summarize
 
 
 def _exact_percentile_us(values: list[int], percentile: float) -> int:

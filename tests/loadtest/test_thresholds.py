@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.stats import Recorder, summarize
+from loadtest.stats import Recorder
+from loadtest.summary import summarize
 from loadtest.thresholds import Threshold, ThresholdError, evaluate, parse_threshold
 
 

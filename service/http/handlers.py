@@ -13,6 +13,7 @@ from service.caching.backends import RedisBackend
 from service.caching.freshness import ANY_AGE, Freshness
 from service.caching.predictions import Answer, Predictions
 from service.errors import (
+    AdminApiOff,
     CacheUnavailable,
     InvalidCacheControl,
     PredcacheError,
@@ -157,7 +158,7 @@ def require_admin(request: web.Request) -> None:
     """Admin endpoints exist only with ADMIN_TOKEN set, and need it as a bearer token."""
     token = request.app[keys.SETTINGS].admin_token
     if token is None:
-        raise web.HTTPNotFound()
+        raise AdminApiOff()
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # compare_digest takes the same time wherever the strings differ: no guessing by timing.
     # aiohttp decodes header bytes with surrogateescape; encode them back the same way.

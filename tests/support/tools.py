@@ -1,4 +1,4 @@
-"""External programs the deployment tests run (kubectl, promtool): skipped locally when missing, but
+"""External programs the tests run (kubectl, promtool, chromium): skipped locally when missing, but
 CI (.ci/run installs them and sets PREDCACHE_REQUIRE_TOOLS) must not pass by skipping."""
 
 from __future__ import annotations

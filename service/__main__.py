@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import gc
 import logging
 import multiprocessing
@@ -15,6 +17,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.errors import ConfigError
+from service.http.listen import cannot_listen, check_can_listen
 from service.models.contract import Model
 from service.models.factory import build_model
 from service.settings.config import Settings
@@ -25,6 +28,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = Settings.from_args(argv, environ)
         # Load the model before listening, so a bad MODEL is a one-line error, not a failed startup.
         model = build_model(settings)
+        check_can_listen(settings.host, settings.port, reuse_port=settings.workers > 1)
     except ConfigError as exc:
         print(f"predcache: error: {exc}", file=sys.stderr)
         return 2
@@ -44,6 +48,22 @@ def serve(settings: Settings, model: Model) -> NoReturn:
     app = create_app(settings, model=model)
     # After the cleanup contexts: the model is loaded by then.
     app.on_startup.append(_freeze_startup_heap)
+    try:
+        _run_app(app, settings, loop)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # Taken since main() checked it (another process starting at the same time).
+        print(f"predcache: error: {cannot_listen(exc, settings.host, settings.port)}", file=sys.stderr)
+        logging.shutdown()
+        os._exit(2)
+    # Requests have drained and Redis is closed. A synchronous model call past its timeout may still
+    # hold a thread, which the interpreter would join at exit; nothing is left to lose, so leave now.
+    logging.shutdown()
+    os._exit(0)
+
+
+def _run_app(app: web.Application, settings: Settings, loop: asyncio.AbstractEventLoop | None) -> None:
     web.run_app(
         app,
         host=settings.host,
@@ -56,10 +76,6 @@ def serve(settings: Settings, model: Model) -> NoReturn:
         print=lambda line: logging.getLogger("service").info("%s", line.strip()),
         loop=loop,
     )
-    # Requests have drained and Redis is closed. A synchronous model call past its timeout may still
-    # hold a thread, which the interpreter would join at exit; nothing is left to lose, so leave now.
-    logging.shutdown()
-    os._exit(0)
 
 
 async def _freeze_startup_heap(_app: web.Application) -> None:

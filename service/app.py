@@ -15,6 +15,7 @@ from service.caching.fleet import Fleet
 from service.caching.generation import ModelGeneration
 from service.caching.predictions import Predictions
 from service.http import appkeys as keys
+from service.http.front_page import build_front_page
 from service.http.openapi import build_spec
 from service.http.responses import HitHeaders
 from service.http.routes import add_routes
@@ -130,7 +131,8 @@ async def _redis_backend(settings: Settings, redis: RedisClient | None, metrics:
 
 def predictions_context(settings: Settings, model: Model | None) -> Context:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        contract = contract_for(model if model is not None else build_model(settings))
+        loaded = model if model is not None else build_model(settings)
+        contract = contract_for(loaded)
         # Not a `with` block: its exit waits for model threads, and a hung synchronous model would
         # then hold up shutdown for ever. Threads still busy at exit are abandoned (see __main__).
         executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model")
@@ -186,6 +188,7 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             admin=settings.admin_token is not None,
             max_items=settings.max_batch_items,
         )
+        app[keys.FRONT_PAGE] = build_front_page(app[keys.OPENAPI], model=loaded, version=runner.version)
         app[keys.PREDICTIONS] = predictions
         app[keys.HIT_HEADERS] = HitHeaders(grace_s=settings.grace_s, clock=time.time)
         # An upstream URL may hold a password.

@@ -6,6 +6,7 @@ PredcacheError            base; `status` is the HTTP status, `code` the JSON err
 ├── InvalidCacheControl   400: a Cache-Control max-age that is not a whole number of seconds
 ├── Unauthorized          401: an admin endpoint without the admin bearer token
 ├── UnsupportedMediaType  415: a POST body that is not declared as JSON
+├── AdminApiOff           404: an admin endpoint while ADMIN_TOKEN is unset
 ├── UnknownInput          404: a valid input the model refuses to predict (raised by the model)
 │   └── UnknownPair       404: the same, for a pair-only model: `unknown_pair`
 ├── UpstreamRefused       4xx: an upstream model server refused the input; its status and body, as sent
@@ -89,6 +90,22 @@ class Unauthorized(PredcacheError):
 
     status = 401
     code = "unauthorized"
+
+
+class AdminApiOff(PredcacheError):
+    """An admin endpoint was called while no ADMIN_TOKEN is set: the admin API is off.
+
+    A 404, as for a path that does not exist, but saying how to turn the API on (and nothing else:
+    not whether the input is valid, nor what is cached)."""
+
+    status = 404
+    code = "admin_api_off"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the admin API is off; start predcache with ADMIN_TOKEN=<secret> (or --admin-token) "
+            "and call it with Authorization: Bearer <secret>"
+        )
 
 
 class CacheUnavailable(PredcacheError):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
 import pytest
 
 from service.__main__ import main
@@ -84,3 +89,45 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
         "MODEL_TIMEOUT_SECONDS",
     ):
         assert f"env {env}," in out
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another process's socket listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_address_in_use_exits_2_with_one_line(
+    taken_port: int, workers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before startup: one line naming the address, no log lines, no traceback."""
+    assert main(["--port", str(taken_port), "--workers", workers], {}) == 2
+    assert capsys.readouterr().err == (
+        f"predcache: error: --port (PORT): 127.0.0.1:{taken_port} is already in use "
+        "(another predcache still running?); stop it or choose another port\n"
+    )
+
+
+def test_an_address_taken_during_startup_is_the_same_one_line(taken_port: int) -> None:
+    """The port taken after main() checked it (here: not checked at all): serve() still says one line
+    and exits 2 instead of a traceback."""
+    serve_directly = (
+        "import sys; from service.__main__ import serve; from service.models.factory import build_model;"
+        "from service.settings.config import Settings;"
+        "settings = Settings.from_args(sys.argv[1:], {}); serve(settings, build_model(settings))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", serve_directly, "--port", str(taken_port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"predcache: error: --port (PORT): 127.0.0.1:{taken_port} is already in use "
+        "(another predcache still running?); stop it or choose another port\n"
+    )

@@ -13,6 +13,7 @@ from service.caching.backends import RedisBackend
 from service.caching.freshness import ANY_AGE, Freshness
 from service.caching.predictions import Answer, Predictions
 from service.errors import (
+    AdminApiOff,
     CacheUnavailable,
     InvalidCacheControl,
     PredcacheError,
@@ -20,6 +21,8 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.http import appkeys as keys
+from service.http.api_docs import ASSETS, DOCS_PAGE
+from service.http.front_page import prefers_html
 from service.http.responses import (
     JSON,
     HitHeaders,
@@ -157,7 +160,7 @@ def require_admin(request: web.Request) -> None:
     """Admin endpoints exist only with ADMIN_TOKEN set, and need it as a bearer token."""
     token = request.app[keys.SETTINGS].admin_token
     if token is None:
-        raise web.HTTPNotFound()
+        raise AdminApiOff()
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # compare_digest takes the same time wherever the strings differ: no guessing by timing.
     # aiohttp decodes header bytes with surrogateescape; encode them back the same way.
@@ -211,6 +214,26 @@ async def readyz(request: web.Request) -> web.Response:
     if isinstance(cache, RedisBackend):
         payload["redis"] = await cache.describe()  # mode, nodes, how many answer
     return json_response(payload)
+
+
+async def front_page(request: web.Request) -> web.Response:
+    """GET /: HTML when the client prefers it (a browser), else JSON."""
+    page = request.app[keys.FRONT_PAGE]
+    html = prefers_html(request.headers.get(hdrs.ACCEPT))
+    return web.Response(
+        body=page.html if html else page.json,
+        headers={hdrs.CONTENT_TYPE: "text/html; charset=utf-8" if html else JSON, hdrs.VARY: hdrs.ACCEPT},
+    )
+
+
+async def api_docs(request: web.Request) -> web.Response:
+    return web.Response(body=DOCS_PAGE, headers={hdrs.CONTENT_TYPE: "text/html; charset=utf-8"})
+
+
+async def api_docs_asset(request: web.Request) -> web.FileResponse:
+    """A file of Swagger UI; the route's pattern admits only the names in ASSETS."""
+    path, content_type = ASSETS[request.match_info["asset"]]
+    return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: content_type})
 
 
 async def openapi_spec(request: web.Request) -> web.Response:

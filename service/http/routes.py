@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from service.http import appkeys as keys
 from service.http import handlers
+from service.http.api_docs import ASSET_PATTERN
 from service.http.responses import error_for, error_response
 
 # The endpoint label of requests no route takes: unknown paths must not create new series.
@@ -33,6 +34,9 @@ def add_routes(app: web.Application) -> None:
         (hdrs.METH_GET, "/readyz", handlers.readyz),
         (hdrs.METH_GET, "/metrics", handlers.metrics),
         (hdrs.METH_GET, "/openapi.json", handlers.openapi_spec),
+        (hdrs.METH_GET, "/", handlers.front_page),
+        (hdrs.METH_GET, "/docs", handlers.api_docs),
+        (hdrs.METH_GET, f"/docs/{{asset:{ASSET_PATTERN}}}", handlers.api_docs_asset),
         (hdrs.METH_DELETE, "/cache", handlers.invalidate_all),
         (hdrs.METH_DELETE, "/cache/{pair}", handlers.invalidate_pair),
     ):

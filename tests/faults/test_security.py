@@ -106,12 +106,30 @@ async def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothin
     assert service.model.total_calls == 1
 
 
-async def test_admin_endpoints_are_off_without_a_token(
+async def test_admin_endpoints_are_off_without_a_token_and_say_how_to_turn_them_on(
     start_service: StartService, server: RedisServer
 ) -> None:
+    """Without ADMIN_TOKEN every admin call is the same 404, whatever its pair or token: a message
+    naming ADMIN_TOKEN and the bearer header, and nothing about the input or the cache."""
     service = await start_service(server.url)
-    response = await service.client.delete("/cache", headers={"Authorization": "Bearer anything"})
-    assert response.status == 404
+    await service.get("ETH-EUR")
+    bodies = []
+    for path in ("/cache", "/cache/ETH-EUR", "/cache/NOT-A-PAIR!!", "/cache/XXX-YYY"):
+        for headers in ({}, {"Authorization": "Bearer anything"}):
+            response = await service.client.delete(path, headers=headers)
+            assert response.status == 404, path
+            assert "WWW-Authenticate" not in response.headers
+            bodies.append(await response.json())
+    assert all(body == bodies[0] for body in bodies), bodies
+    error = bodies[0]["error"]
+    assert set(error) == {"code", "message"}
+    assert error["code"] == "admin_api_off"
+    assert "admin API is off" in error["message"]
+    assert "ADMIN_TOKEN" in error["message"]
+    assert "Authorization: Bearer" in error["message"]
+    # Nothing was forgotten: the cached prediction is still served.
+    assert (await service.get("ETH-EUR")).headers["X-Cache"] == "HIT"
+    assert service.model.total_calls == 1
 
 
 async def test_an_entry_over_the_size_cap_is_never_written(

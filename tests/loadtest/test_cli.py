@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 
 from loadtest.cli import main
+from loadtest.report import every_request_failed
+from loadtest.settings import DEFAULT_URL, RunSettings
 
 from .conftest import STALL_S, stalling_app
 
@@ -178,6 +180,46 @@ def test_connection_refused_is_a_connect_error(client: str, tmp_path: Path) -> N
     )
     assert status == 1
     assert run["errors_by_kind"] == {"connect": 4}
+
+
+def test_when_every_request_fails_the_line_names_the_request_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listening: the one line on stderr says which URL was tried; only the Makefile's default
+    address gets the hint about PORT=."""
+    status, _ = _run_json(tmp_path, "--url", "http://127.0.0.1:9/predict", "-n", "2", "--pair", "BTC-EUR")
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "loadtest: every request failed (connect: 2); tried GET http://127.0.0.1:9/predict?pair=BTC-EUR\n"
+    )
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"pair": "ETH-EUR"}\n')
+    status, _ = _run_json(tmp_path, "--url", "http://127.0.0.1:9/predict", "--inputs", str(inputs), "-n", "1")
+    assert status == 1
+    assert "; tried POST http://127.0.0.1:9/predict\n" in capsys.readouterr().err
+
+
+def test_the_default_address_gets_the_port_hint() -> None:
+    settings = RunSettings(url=DEFAULT_URL, pairs=("ETH-EUR", "BTC-EUR"), requests=100, concurrency=1)
+    line = every_request_failed({"connect": 100}, settings)
+    assert line.startswith(
+        "loadtest: every request failed (connect: 100); tried GET "
+        "http://127.0.0.1:8000/predict?pair=ETH-EUR (and 1 more pairs); nothing listens on port 8000"
+    )
+    assert "make requests PORT=8080" in line
+    # A timeout is not a wrong port: no hint.
+    assert "PORT=" not in every_request_failed({"timeout": 3}, settings)
+
+
+def test_the_makefile_sends_to_the_default_url_with_its_default_port() -> None:
+    """The PORT= hint is shown for DEFAULT_URL: that must be where `make requests` sends by default."""
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    port = re.search(r"^PORT \?= (\d+)$", makefile, re.MULTILINE)
+    assert port is not None
+    requests = re.search(r"^requests:.*\n\t.*--url (\S+)", makefile, re.MULTILINE)
+    assert requests is not None
+    assert requests[1].replace("$(PORT)", port[1]) == DEFAULT_URL
 
 
 @pytest.mark.parametrize(

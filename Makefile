@@ -6,13 +6,17 @@ PAIR ?= ETH-EUR
 PORT ?= 8000
 CHAOS_SECONDS ?= 600
 CHAOS_SEED ?= 1
+# llama-cpp-python (dev group, for the LLM gateway's tests) is built from source by `make install`:
+# a portable build (no -march=native, so a wheel uv cached on one machine runs on another) without
+# the multimodal tool. uv caches the wheel: only the first install pays the ~3 minutes.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: install run api-without-cache api-with-cache requests loadtest test lint docker-up compose-smoke bench chaos
 
 install: ## create .venv from uv.lock (bootstraps uv with pip if it is missing)
 	@command -v uv >/dev/null 2>&1 || [ -x .venv-uv/bin/uv ] || \
 		(python3 -m venv .venv-uv && .venv-uv/bin/pip install --quiet uv)
-	$(UV) sync --frozen --all-extras
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(UV) sync --frozen --all-extras
 
 run: ## the API with the settings from the environment (embedded cache unless REDIS_URL is set)
 	$(RUN) python -m service --port $(PORT)

@@ -47,10 +47,10 @@ class Assembler:
 
     def add(self, event: ServerSentEvent) -> bool:
         """Take in one event; True if it is a usage chunk and nothing else (no choices)."""
-        if self.done or self.failure is not None:
-            return False
         if event.is_done:
-            self.done = True
+            self.done = True  # after an error event too: that stream ended as it meant to
+            return False
+        if self.done or self.failure is not None:
             return False
         try:
             chunk = orjson.loads(event.data)

@@ -48,6 +48,7 @@ class ScriptedUpstream:
     def __init__(self) -> None:
         self.script = Script()
         self.calls: list[Call] = []
+        self.url = ""  # the API root (…/v1) once served
         self._ids = itertools.count(1)
 
     def app(self) -> web.Application:

@@ -53,6 +53,7 @@ def smollm2_server() -> Iterator[LlamaServer]:
 Client = TestClient[web.Request, web.Application]
 MakeGateway = Callable[..., Awaitable[Client]]
 SCOPE_SECRET = "test-scope-secret"
+API_KEY = "sk-client-a"  # the SDK clients' credential unless a test gives another
 
 
 @pytest.fixture
@@ -61,12 +62,14 @@ def make_gateway(aiohttp_client: Any, redis: Redis, model_version: str) -> MakeG
     service` builds it, on the shared Redis under this test's own model version."""
 
     async def make(url: str, **settings: Any) -> Client:
+        """With `redis_url` in the settings, the app makes its own Redis client (a replica)."""
         settings.setdefault("model_version", model_version)
         settings.setdefault("redis_timeout_s", 1.0)
         settings.setdefault("model_timeout_s", 30.0)
         if "upstream_api_key" not in settings:
             settings.setdefault("cache_scope_secret", SCOPE_SECRET)
-        app = create_app(replace(Settings(), model=f"openai+{url}", **settings), redis=redis)
+        shared = None if "redis_url" in settings else redis
+        app = create_app(replace(Settings(), model=f"openai+{url}", **settings), redis=shared)
         client: Client = await aiohttp_client(app)
         return client
 
@@ -92,7 +95,7 @@ async def sdk() -> AsyncIterator[Sdk]:
     so upstream counts are exact), closed when the test ends."""
     opened: list[openai.AsyncOpenAI] = []
 
-    def make(client: Client, api_key: str = "sk-client-a") -> openai.AsyncOpenAI:
+    def make(client: Client, api_key: str = API_KEY) -> openai.AsyncOpenAI:
         api = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key=api_key, max_retries=0)
         opened.append(api)
         return api
@@ -107,7 +110,7 @@ def sync_sdk() -> Iterator[SyncSdk]:
     """The same, synchronous: call it in a thread (`asyncio.to_thread`), the app runs on this loop."""
     opened: list[openai.OpenAI] = []
 
-    def make(client: Client, api_key: str = "sk-client-a") -> openai.OpenAI:
+    def make(client: Client, api_key: str = API_KEY) -> openai.OpenAI:
         api = openai.OpenAI(base_url=str(client.make_url("/v1")), api_key=api_key, max_retries=0)
         opened.append(api)
         return api

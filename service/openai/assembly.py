@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from service.models.json_inputs import JsonObject
 from service.openai.calls import CHAT, Route
 from service.openai.sse import ServerSentEvent
 
@@ -88,7 +87,7 @@ class Assembler:
             return f"choice {unfinished[0]} has no finish_reason"
         return None
 
-    def completion(self) -> JsonObject:
+    def completion(self) -> dict[str, Any]:
         chat = self.route is CHAT
         answer: dict[str, Any] = {
             "id": self._top.get("id"),

@@ -116,12 +116,13 @@ class Gateway:
                     return await streaming.relay(
                         request, log, cache_headers.BYPASS, include_usage=call.include_usage
                     )
-                await generating  # no event: it failed, and its error is the answer
-                raise AssertionError("a streamed generation ended without an event")
+                body = await generating  # no event: it failed, and its error is the answer
             finally:
                 # Nobody else listens to it: a client that leaves stops its generation.
                 generating.cancel()
                 _let_go(generating)
+        events = replay_events(orjson.loads(body), include_usage=call.include_usage)
+        return await streaming.replay(request, events, cache_headers.BYPASS)
 
     async def models(self, authorization: str | None) -> web.Response:
         """GET /v1/models, passed through (with predcache's key in shared mode, once the client's

@@ -21,7 +21,7 @@ from service.models.contract import Contract, Uncached
 from service.models.json_inputs import JsonObject, JsonObjectCodec
 from service.openai.assembly import Assembler
 from service.openai.calls import EMBEDDINGS, GatewayCall
-from service.openai.live import COMPLETE, Ending, EventLog, LiveGenerations, LoggedEvent
+from service.openai.live import COMPLETE, Ending, EventSink, LiveGenerations, LoggedEvent
 from service.openai.scope import CredentialScope, Scope, SharedScope
 from service.openai.sse import encode_event
 from service.openai.upstream import OpenAIUpstream, UpstreamFailed, base_url
@@ -103,7 +103,7 @@ class OpenAIUpstreamModel:
             # Served either way; stored only when whole, as a streamed answer must be.
             return answer if _is_whole(call, answer) else Uncached(answer)
 
-    async def _stream(self, call: GatewayCall, log: EventLog) -> JsonValue:
+    async def _stream(self, call: GatewayCall, log: EventSink) -> JsonValue:
         assembler = Assembler(call.route, call.choices)
         started = time.perf_counter()
         first = True

@@ -167,3 +167,31 @@ async def test_sampled_requests_are_cached_unless_told_not_to(
     seeded = {**sampled, "seed": 3}
     assert [(await post(uncached, CHAT, seeded)).headers["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
     assert scripted.count() == 4
+
+
+async def test_a_no_store_stream_is_relayed_and_never_stored(
+    scripted: ScriptedUpstream, make_gateway: MakeGateway, sdk: Sdk
+) -> None:
+    client = await make_gateway(scripted.url)
+    api = sdk(client)
+    for _ in range(2):
+        async with api.chat.completions.with_streaming_response.create(
+            stream=True, extra_headers={"Cache-Control": "no-store"}, **HELLO
+        ) as raw:
+            assert raw.headers["X-Cache"] == "BYPASS"
+            text = "".join([chunk.choices[0].delta.content or "" async for chunk in await raw.parse()])
+        assert text == "Hello, world!"
+    assert (await post(client, CHAT, HELLO)).headers["X-Cache"] == "MISS"
+    assert scripted.count() == 3
+
+
+async def test_delete_cache_forgets_every_answer_of_the_gateway(
+    scripted: ScriptedUpstream, make_gateway: MakeGateway
+) -> None:
+    client = await make_gateway(scripted.url, admin_token="admin")
+    assert [(await post(client, CHAT, HELLO)).headers["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+    forgot = await client.delete("/cache", headers={"Authorization": "Bearer admin"})
+    assert forgot.status == 200
+    assert (await post(client, CHAT, HELLO)).headers["X-Cache"] == "MISS"
+    assert (await client.delete("/cache/ETH-EUR", headers={"Authorization": "Bearer admin"})).status == 404
+    assert scripted.count() == 2

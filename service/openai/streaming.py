@@ -17,8 +17,14 @@ EVENT_STREAM = "text/event-stream"
 
 
 def event_stream(headers: Mapping[str, str]) -> web.StreamResponse:
+    # X-Accel-Buffering: an nginx in front (deploy/nginx.conf) would otherwise hold events back.
     response = web.StreamResponse(
-        headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", **headers}
+        headers={
+            "Content-Type": EVENT_STREAM,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **headers,
+        }
     )
     # Each write goes out at once: no compression buffer, and chunked framing for an open length.
     response.enable_chunked_encoding()

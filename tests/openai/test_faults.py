@@ -126,3 +126,36 @@ async def test_an_upstream_401_passes_through_as_it_came(
         await sdk(client).chat.completions.create(**ASKED)
     assert raised.value.body == refused["error"]
     assert raised.value.response.headers["X-Cache"] == "MISS"
+
+
+async def test_a_stream_past_the_model_timeout_is_cut_for_the_client(
+    scripted: ScriptedUpstream, make_gateway: MakeGateway, redis: Redis, model_version: str, sdk: Sdk
+) -> None:
+    """Events came, then the generation ran past MODEL_TIMEOUT_SECONDS: the client's stream is cut
+    after what came, not ended as if whole."""
+    client = await make_gateway(scripted.url, model_timeout_s=0.5)
+    scripted.script = Script(event_delay_s=0.2)
+    received: list[str] = []
+
+    async def read() -> None:
+        async for chunk in await sdk(client).chat.completions.create(stream=True, **ASKED):
+            received.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIConnectionError):
+        await read()
+    assert 0 < len(received) < 5
+    assert await keys_of(redis, model_version) == []
+
+
+async def test_an_upstream_5xx_is_a_503_in_openai_shape_and_never_stored(
+    scripted: ScriptedUpstream, make_gateway: MakeGateway, redis: Redis, model_version: str, sdk: Sdk
+) -> None:
+    client = await make_gateway(scripted.url)
+    scripted.script = Script(fault="status", status=500, body={"detail": "boom"})
+    for stream in (False, True):
+        with pytest.raises(openai.InternalServerError) as raised:
+            await sdk(client).chat.completions.create(stream=stream, **ASKED)
+        assert raised.value.status_code == 503
+        assert isinstance(raised.value.body, dict)
+        assert raised.value.body["type"] == "server_error"
+    assert await keys_of(redis, model_version) == []

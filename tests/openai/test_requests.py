@@ -195,3 +195,14 @@ async def test_delete_cache_forgets_every_answer_of_the_gateway(
     assert (await post(client, CHAT, HELLO)).headers["X-Cache"] == "MISS"
     assert (await client.delete("/cache/ETH-EUR", headers={"Authorization": "Bearer admin"})).status == 404
     assert scripted.count() == 2
+
+
+async def test_a_body_past_max_body_bytes_is_a_413_in_openai_shape(
+    scripted: ScriptedUpstream, make_gateway: MakeGateway
+) -> None:
+    client = await make_gateway(scripted.url, max_body_bytes=1024)
+    long = {**HELLO, "messages": [{"role": "user", "content": "x" * 2000}]}
+    response = await post(client, CHAT, long)
+    assert response.status == 413
+    assert_openai_error(await response.read(), type_="invalid_request_error")
+    assert scripted.calls == []

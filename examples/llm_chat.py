@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(text, end="", flush=True)
         headers = response.headers
     total_s = time.perf_counter() - started
-    print()
+    print(flush=True)  # the answer's line ends before the headers' line, which goes to stderr
     print(
         f"X-Cache: {headers.get('X-Cache')}  Age: {headers.get('Age')}  "
         f"first token: {1000 * (first_token_s or total_s):.1f} ms  whole answer: {1000 * total_s:.1f} ms",

@@ -25,6 +25,7 @@ from aiohttp import web
 from service.caching.entry import CachedPrediction
 from service.caching.freshness import Freshness, Outcome
 from service.caching.predictions import Answer, Predictions
+from service.errors import ModelError, ModelTimeout
 from service.metrics import Metrics
 from service.models.inputs import ModelInput
 from service.openai import headers as cache_headers
@@ -35,6 +36,7 @@ from service.openai.errors import JSON
 from service.openai.live import EventLog
 from service.openai.model import OpenAIUpstreamModel
 from service.openai.replay import replay_events
+from service.openai.upstream import UpstreamFailed
 
 # Entries whose token counts are remembered, so that a JSON hit does not parse its body to count them.
 USAGE_MEMO_ENTRIES = 4096
@@ -128,9 +130,13 @@ class Gateway:
         """GET /v1/models, passed through (with predcache's key in shared mode, once the client's
         token is checked)."""
         self.model.scope.label(authorization)
-        passed = await self.model.upstream.get(
-            "/models", self.model.scope.upstream_authorization(authorization)
-        )
+        upstream = self.model.upstream
+        try:
+            passed = await upstream.get("/models", self.model.scope.upstream_authorization(authorization))
+        except TimeoutError:
+            raise ModelTimeout("GET /v1/models", upstream.timeout_s) from None
+        except UpstreamFailed as exc:
+            raise ModelError("GET /v1/models", str(exc)) from None
         return web.Response(
             status=passed.status,
             body=passed.body,

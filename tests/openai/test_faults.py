@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.openai.conftest import MakeGateway, Sdk
+from tests.support.redis_server import free_port
 from tests.support.scripted_upstream import Script, ScriptedUpstream
 from tests.test_api import keys_of
 
@@ -159,3 +160,16 @@ async def test_an_upstream_5xx_is_a_503_in_openai_shape_and_never_stored(
         assert isinstance(raised.value.body, dict)
         assert raised.value.body["type"] == "server_error"
     assert await keys_of(redis, model_version) == []
+
+
+async def test_an_unreachable_upstream_is_a_503_for_every_route(make_gateway: MakeGateway, sdk: Sdk) -> None:
+    client = await make_gateway(f"http://127.0.0.1:{free_port()}/v1")
+    api = sdk(client)
+    with pytest.raises(openai.InternalServerError) as listed:
+        await api.models.list()
+    with pytest.raises(openai.InternalServerError) as asked:
+        await api.chat.completions.create(stream=True, **ASKED)
+    for raised in (listed, asked):
+        assert raised.value.status_code == 503
+        assert isinstance(raised.value.body, dict)
+        assert raised.value.body["code"] == "model_error"

@@ -15,11 +15,10 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from service.app import create_app
+from service.app import create_app, model_for
 from service.errors import ConfigError
 from service.http.listen import cannot_listen, check_can_listen
 from service.models.contract import Model
-from service.models.factory import build_model
 from service.settings.config import Settings
 
 
@@ -27,7 +26,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = Settings.from_args(argv, environ)
         # Load the model before listening, so a bad MODEL is a one-line error, not a failed startup.
-        model = build_model(settings)
+        model = model_for(settings)
         check_can_listen(settings.host, settings.port, reuse_port=settings.workers > 1)
     except ConfigError as exc:
         print(f"predcache: error: {exc}", file=sys.stderr)

@@ -26,13 +26,16 @@ from service.models.factory import build_model
 from service.models.inputs import InputCodec
 from service.models.runner import Limits, ModelRunner
 from service.models.upstream import UpstreamModel
+from service.openai.gateway import Gateway
+from service.openai.model import OpenAIUpstreamModel
+from service.openai.routes import GATEWAY, add_gateway_routes
 from service.redis import keyspace
 from service.redis.breaker import CircuitBreaker
 from service.redis.events import Events
 from service.redis.lease import Leases
 from service.redis.topology import RedisClient, create_client, mode_of
 from service.settings.config import Settings
-from service.settings.converters import redact_url
+from service.settings.converters import OPENAI_SCHEME, redact_url
 
 log = logging.getLogger("service")
 
@@ -61,13 +64,36 @@ def create_app(
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app.cleanup_ctx.append(cache_context(settings, redis))
-    model = build_model(settings) if model is None else model
+    model = model_for(settings) if model is None else model
     if isinstance(model, UpstreamModel):
         # Before predictions: its HTTP client outlives every fill, and closes after them.
         app.cleanup_ctx.append(model.client_context)
+    if isinstance(model, OpenAIUpstreamModel):
+        app.cleanup_ctx.append(model.upstream.client_context)
     app.cleanup_ctx.append(predictions_context(settings, model))
-    add_routes(app)
+    if isinstance(model, OpenAIUpstreamModel):
+        app.cleanup_ctx.append(gateway_context(settings, model))
+        # Before the app's own routes, whose catch-all would take /v1/ too.
+        add_gateway_routes(app)
+    add_routes(app, predict=not isinstance(model, OpenAIUpstreamModel))
     return app
+
+
+def model_for(settings: Settings) -> Model:
+    """The model the settings name: the LLM gateway's for MODEL=openai+..., else models' own."""
+    if settings.model.startswith(OPENAI_SCHEME):
+        return OpenAIUpstreamModel.from_settings(settings)
+    return build_model(settings)
+
+
+def gateway_context(settings: Settings, model: OpenAIUpstreamModel) -> Context:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        metrics = app[keys.METRICS]
+        model.observe_ttft = metrics.llm.upstream_ttft.observe
+        app[GATEWAY] = Gateway(model, app[keys.PREDICTIONS], metrics, cache_sampled=settings.cache_sampled)
+        yield
+
+    return context
 
 
 def cache_context(settings: Settings, redis: RedisClient | None) -> Context:

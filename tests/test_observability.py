@@ -15,9 +15,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from service.app import create_app
+from service.settings.config import Settings
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
 from tests.support.promql import FUNCTIONS, as_promql, references
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +39,8 @@ DASHBOARD_MUST_SHOW = {
     "breaker openings": "predcache_redis_breaker_opened_total",
     "lease waits": "predcache_lease_waits_total",
     "lease fallbacks": "predcache_lease_fallbacks_total",
+    "LLM tokens saved": "predcache_llm_cached_tokens_total",
+    "LLM upstream time to first token": "predcache_llm_upstream_ttft_seconds_bucket",
 }
 ALERTS_MUST_WATCH = {
     "PredcacheCacheDegraded": "predcache_local_cache_only",
@@ -49,20 +54,35 @@ Exported = dict[str, set[str]]  # sample name -> its label names
 
 
 @pytest.fixture
-async def exported(make_client: MakeClient, redis: Redis, model_version: str) -> Exported:
+async def exported(
+    make_client: MakeClient, redis: Redis, model_version: str, aiohttp_client: Any, aiohttp_server: Any
+) -> Exported:
     """The samples of a service on Redis after a miss, a hit and a call to every other GET endpoint,
-    so labelled metrics (per endpoint and status) have children too."""
+    so labelled metrics (per endpoint and status) have children too; and of an LLM gateway
+    (MODEL=openai+...) after a miss and a hit, for the metrics only it moves."""
     client = await make_client(model=CountingModel(version=model_version), redis=redis)
     for _ in range(2):
         assert (await client.get("/predict", params={"pair": "ETH-EUR"})).status == 200
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert (await client.get(path)).status == 200
-    text = await (await client.get("/metrics")).text()
     samples: Exported = {}
+    scrape(await (await client.get("/metrics")).text(), samples)
+    upstream = await aiohttp_server(ScriptedUpstream().app())
+    settings = Settings(
+        model=f"openai+{upstream.make_url('/v1')}", model_version=model_version, cache_scope_secret="s"
+    )
+    gateway = await aiohttp_client(create_app(settings, redis=redis))
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
+    for _ in range(2):
+        assert (await gateway.post("/v1/chat/completions", json=chat)).status == 200
+    scrape(await (await gateway.get("/metrics")).text(), samples)
+    return samples
+
+
+def scrape(text: str, samples: Exported) -> None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, set()).update(sample.labels)
-    return samples
 
 
 def dashboard() -> dict[str, Any]:

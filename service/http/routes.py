@@ -20,15 +20,22 @@ from service.http.responses import error_for, error_response
 
 # The endpoint label of requests no route takes: unknown paths must not create new series.
 UNMATCHED = "unmatched"
+# What an LLM gateway keeps of the routes; the others describe or serve /predict (see gateway_only).
+GATEWAY_KEEPS = frozenset({"/healthz", "/readyz", "/metrics", "/cache"})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, predict: bool = True) -> None:
+    """The service's routes. With `predict` False (the LLM gateway, whose API is under /v1/), the
+    prediction routes and the pages describing them answer 404 saying where the API is."""
     router = app.router
-    predict = handlers.Predict()
-    app.on_startup.append(predict.bind)
-    router.add_get(handlers.PREDICT, predict.get)
-    router.add_post(handlers.PREDICT, predict.post)
-    for method, path, view in (
+    if predict:
+        view = handlers.Predict()
+        app.on_startup.append(view.bind)
+        router.add_get(handlers.PREDICT, view.get)
+        router.add_post(handlers.PREDICT, view.post)
+    else:
+        router.add_route(hdrs.METH_ANY, handlers.PREDICT, answered(handlers.PREDICT, gateway_only))
+    for method, path, handler in (
         (hdrs.METH_POST, "/predict/batch", handlers.predict_batch),
         (hdrs.METH_GET, "/healthz", handlers.healthz),
         (hdrs.METH_GET, "/readyz", handlers.readyz),
@@ -40,7 +47,9 @@ def add_routes(app: web.Application) -> None:
         (hdrs.METH_DELETE, "/cache", handlers.invalidate_all),
         (hdrs.METH_DELETE, "/cache/{pair}", handlers.invalidate_pair),
     ):
-        router.add_route(method, path, answered(path, view))
+        if not predict and path not in GATEWAY_KEEPS:
+            handler = gateway_only
+        router.add_route(method, path, answered(path, handler))
     # Last: any path and method no route above takes.
     router.add_route(hdrs.METH_ANY, "/{path:.*}", answered(UNMATCHED, unmatched))
 
@@ -58,6 +67,17 @@ def answered(endpoint: str, view: Handler) -> Handler:
         return response
 
     return answer
+
+
+async def gateway_only(request: web.Request) -> web.Response:
+    """A prediction route, or a page describing them, of a service that is an OpenAI gateway
+    (MODEL=openai+...): the OpenAI API is documented by OpenAI."""
+    return error_response(
+        404,
+        "not_found",
+        "this service is an OpenAI gateway: its API is POST /v1/chat/completions, /v1/completions, "
+        "/v1/embeddings and GET /v1/models",
+    )
 
 
 async def unmatched(request: web.Request) -> web.Response:

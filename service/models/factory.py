@@ -13,6 +13,7 @@ from service.models.demo import DemoModel
 from service.models.protocols import Predictor
 from service.models.upstream import UpstreamModel
 from service.settings.config import DEMO_MODEL, Settings
+from service.settings.converters import OPENAI_SCHEME
 
 
 def load_model(spec: str) -> Model:
@@ -34,6 +35,11 @@ def build_model(settings: Settings) -> Model:
     """The model the settings name; the demo model takes its latency from the settings."""
     if settings.model.startswith(("http://", "https://")):
         return UpstreamModel.from_settings(settings)
+    if settings.model.startswith(OPENAI_SCHEME):
+        # Built by the composition root, from the gateway's wing (service.openai), above this one.
+        raise ConfigError(
+            "MODEL", "an OpenAI-compatible upstream is the gateway's: see service.app.model_for"
+        )
     for name, value in (
         ("MODEL_VERSION", settings.model_version),
         ("UPSTREAM_VERSION_HEADER", settings.upstream_version_header),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from service.errors import ConfigError
@@ -45,6 +45,12 @@ class Settings:
     upstream_version_header: str | None = None
     input_schema: str | None = None  # path of a JSON Schema file
     upstream_max_connections: int = 100
+    # The LLM gateway (MODEL=openai+http://...): see service/openai/. Secrets stay out of reprs.
+    cache_scope_secret: str | None = field(default=None, repr=False)
+    upstream_api_key: str | None = field(default=None, repr=False)
+    gateway_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    cache_sampled: bool = True
+    upstream_max_response_bytes: int = 32 * 1024 * 1024
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 64
     breaker_cooldown_s: float = 1.0
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for option in OPTIONS:
         default = getattr(defaults, option.field)
-        shown = "unset" if default is None else default
+        shown = "unset" if default is None or default == () else default
         text = f"{option.help} [env {option.env}, default {shown}]"
         if option.is_switch:
             parser.add_argument(option.flag, dest=option.field, action="store_const", const=True, help=text)

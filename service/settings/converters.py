@@ -63,14 +63,34 @@ def redis_url(name: str, raw: str) -> str:
     return raw
 
 
+OPENAI_SCHEME = "openai+"
+
+
 def model_spec(name: str, raw: str) -> str:
     if raw.startswith(("http://", "https://")):
         if not urlsplit(raw).hostname:
             raise ConfigError(name, f"expected http://HOST[:PORT]/PATH, got {redact_url(raw)!r}")
         return raw
+    if raw.startswith(OPENAI_SCHEME):
+        url = raw.removeprefix(OPENAI_SCHEME)
+        if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
+            raise ConfigError(name, f"expected openai+http(s)://HOST[:PORT]/v1, got {redact_url(raw)!r}")
+        return raw
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", raw):
-        raise ConfigError(name, f"expected package.module:attribute or an http(s):// URL, got {raw!r}")
+        raise ConfigError(
+            name,
+            "expected package.module:attribute, an http(s):// URL or openai+http(s)://HOST:PORT/v1, "
+            f"got {raw!r}",
+        )
     return raw
+
+
+def token_list(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated tokens, none empty; never echoed in a message."""
+    tokens = tuple(token.strip() for token in raw.split(","))
+    if not all(tokens):
+        raise ConfigError(name, "expected comma-separated tokens, none of them empty")
+    return tokens
 
 
 def log_level(name: str, raw: str) -> str:

@@ -16,6 +16,7 @@ from service.settings.converters import (
     non_negative_float,
     positive_float,
     redis_url,
+    token_list,
 )
 
 
@@ -129,8 +130,9 @@ OPTIONS: tuple[Option, ...] = (
         "--model",
         "MODEL",
         model_spec,
-        "the model as package.module:attribute, or the http(s):// URL of a model server to POST "
-        "each miss's JSON to (upstream mode)",
+        "the model as package.module:attribute, the http(s):// URL of a model server to POST "
+        "each miss's JSON to (upstream mode), or openai+http(s)://HOST:PORT/v1, an OpenAI-compatible "
+        "LLM server to serve the OpenAI API under /v1/ in front of (the LLM gateway)",
     ),
     Option(
         "model_timeout_s",
@@ -225,6 +227,48 @@ OPTIONS: tuple[Option, ...] = (
         "UPSTREAM_MAX_CONNECTIONS",
         int_between(1, 10_000),
         "upstream mode: connections open to the upstream at most (one pool)",
+    ),
+    Option(
+        "cache_scope_secret",
+        "--cache-scope-secret",
+        "CACHE_SCOPE_SECRET",
+        non_empty,
+        "LLM gateway (required there unless UPSTREAM_API_KEY is set): the secret, the same on every "
+        "replica, under which an HMAC of each client's Authorization scopes its cache entries",
+    ),
+    Option(
+        "upstream_api_key",
+        "--upstream-api-key",
+        "UPSTREAM_API_KEY",
+        non_empty,
+        "LLM gateway: send this key upstream instead of each client's Authorization; every client "
+        "then shares one cache (see GATEWAY_API_KEYS)",
+    ),
+    Option(
+        "gateway_api_keys",
+        "--gateway-api-keys",
+        "GATEWAY_API_KEYS",
+        token_list,
+        "LLM gateway with UPSTREAM_API_KEY: comma-separated bearer tokens clients must send; unset: "
+        "anyone may use the gateway (a warning at startup says so)",
+    ),
+    Option(
+        "cache_sampled",
+        "--no-cache-sampled",
+        "CACHE_SAMPLED",
+        boolean,
+        "LLM gateway: do not cache sampled requests (temperature > 0 and no seed): each gets its own "
+        "generation (CACHE_SAMPLED=0)",
+        is_switch=True,
+        switch_value=False,
+    ),
+    Option(
+        "upstream_max_response_bytes",
+        "--upstream-max-response-bytes",
+        "UPSTREAM_MAX_RESPONSE_BYTES",
+        int_between(1024, 1 << 34),
+        "LLM gateway: most bytes read from one upstream answer or stream; past it the answer fails "
+        "(503, nothing stored)",
     ),
     Option(
         "redis_timeout_s",

@@ -14,6 +14,8 @@ PredcacheError            base; `status` is the HTTP status, `code` the JSON err
 ├── Overloaded            503: the model's queue is full; `retry_after_s` says when to come back
 ├── ModelError            503: the model raised, or returned something its output type refuses
 └── ModelTimeout          504: the model did not answer within the model timeout
+ModelFailed               raised by a model seam of predcache's own (upstream mode): its message is
+                          predcache's words, fit for the client; anything else a model raises is not
 ConfigError               a setting has a bad value (the command exits with status 2)
 """
 
@@ -161,15 +163,21 @@ class UpstreamRefused(PredcacheError):
 
 
 class ModelError(PredcacheError):
-    """The model failed for this pair; nothing was cached and the next request tries again."""
+    """The model failed for this input; nothing was cached and the next request tries again.
+
+    `reason` is predcache's own words, never the model's exception text (which may hold other
+    requests' inputs); that goes to the log, on a line that carries `request_id` too.
+    """
 
     status = 503
     code = "model_error"
 
-    def __init__(self, pair: str, reason: str) -> None:
-        super().__init__(f"the model failed to predict {pair}: {reason}")
+    def __init__(self, pair: str, reason: str, request_id: str | None = None) -> None:
+        where = "" if request_id is None else f" (request id {request_id}: the service log says more)"
+        super().__init__(f"the model failed to predict {pair}: {reason}{where}")
         self.pair = pair
         self.reason = reason
+        self.request_id = request_id
 
 
 class ModelTimeout(PredcacheError):
@@ -182,6 +190,15 @@ class ModelTimeout(PredcacheError):
         super().__init__(f"the model did not predict {pair} within {timeout_s:g} s")
         self.pair = pair
         self.timeout_s = timeout_s
+
+
+class ModelFailed(Exception):
+    """A model seam predcache wrote itself (the upstream client) found no prediction; its message says
+    why in predcache's own words, and `detail` (for the log only) what it saw."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class ConfigError(Exception):

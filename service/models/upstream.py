@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from pydantic import JsonValue
 
-from service.errors import ConfigError, InvalidInput, UpstreamRefused
+from service.errors import ConfigError, InvalidInput, ModelFailed, UpstreamRefused
 from service.models.contract import Contract, Uncached
 from service.models.json_inputs import JsonObject, JsonObjectCodec, check_schema
 from service.settings.config import Settings
@@ -29,9 +29,9 @@ NOT_ABOUT_THE_INPUT = frozenset({401, 403, 405, 407, 408, 429})
 _REFUSAL_TEXT_CHARS = 500
 
 
-class UpstreamFailed(Exception):
+class UpstreamFailed(ModelFailed):
     """The upstream gave no prediction: unreachable, a 5xx, a redirect, or a 2xx that is not JSON.
-    The runner makes it a ModelError (503 for every waiter, never cached); details go to the log."""
+    The runner makes it a ModelError (503 for every waiter, never cached) and logs its `detail`."""
 
 
 class UpstreamModel:
@@ -130,22 +130,25 @@ class UpstreamModel:
         except TimeoutError:  # aiohttp's own timeouts are ClientErrors too: they are 504, not 503
             raise
         except aiohttp.ClientError as exc:
-            log.warning("upstream %s: %s: %s", redact_url(self.url), type(exc).__name__, exc)
-            raise UpstreamFailed(f"the upstream could not be reached ({type(exc).__name__})") from None
+            raise UpstreamFailed(
+                f"the upstream could not be reached ({type(exc).__name__})",
+                f"{redact_url(self.url)}: {type(exc).__name__}: {exc}",
+            ) from None
         if 200 <= status < 300:
             try:
                 data = _json(payload, content_type)
-            except ValueError:
-                log.warning("upstream %s answered %d, not with JSON", redact_url(self.url), status)
-                raise UpstreamFailed(f"the upstream answered {status} with a body that is not JSON") from None
+            except ValueError as exc:
+                raise UpstreamFailed(
+                    f"the upstream answered {status} with a body that is not JSON",
+                    f"{redact_url(self.url)}: {exc}: {payload[:200]!r}",
+                ) from None
             if self.version_header is not None and answered_version != self.version:
                 self._log_mismatch(answered_version)
                 return Uncached(data)
             return data
         if 400 <= status < 500 and status not in NOT_ABOUT_THE_INPUT:
             raise refusal(status, payload, content_type)
-        log.warning("upstream %s answered %d: %r", redact_url(self.url), status, payload[:200])
-        raise UpstreamFailed(f"the upstream answered {status}")
+        raise UpstreamFailed(f"the upstream answered {status}", f"{redact_url(self.url)}: {payload[:200]!r}")
 
     def _log_mismatch(self, answered: str | None) -> None:
         # Once per version at WARNING: while the upstream rolls out a new version, every answer is one.

@@ -100,6 +100,9 @@ class UpstreamModel:
             # Also the runner's bound; this one covers a call made outside it.
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             headers={"User-Agent": "predcache"},
+            # Every call is made for another client: a cookie the upstream set for one must never
+            # ride along with the next (a session jar would replay it to every later request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         log.info("upstream model %s at %s", self.version, redact_url(self.url))
         try:

@@ -12,6 +12,7 @@ PredcacheError            base; `status` is the HTTP status, `code` the JSON err
 ├── UpstreamRefused       4xx: an upstream model server refused the input; its status and body, as sent
 ├── CacheUnavailable      503: an invalidation could not reach the cache
 ├── Overloaded            503: the model's queue is full; `retry_after_s` says when to come back
+├── ModelBusy             503: the model (an upstream's 429) asked for no calls for `retry_after_s`
 ├── ModelError            503: the model raised, or returned something its output type refuses
 └── ModelTimeout          504: the model did not answer within the model timeout
 ModelFailed               raised by a model seam of predcache's own (upstream mode): its message is
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 
 class PredcacheError(Exception):
-    """An error with a meaning for the client: an HTTP status and a stable code."""
+    """An error with a meaning for the client: an HTTP status, a stable code, maybe headers."""
 
     status = 500
     code = "internal_error"
@@ -34,6 +35,10 @@ class PredcacheError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error's response carries (Retry-After, WWW-Authenticate)."""
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,9 @@ class Unauthorized(PredcacheError):
     status = 401
     code = "unauthorized"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="predcache"'}  # RFC 9110 11.6.1: a 401 says how
+
 
 class AdminApiOff(PredcacheError):
     """An admin endpoint was called while no ADMIN_TOKEN is set: the admin API is off.
@@ -147,6 +155,24 @@ class Overloaded(PredcacheError):
         super().__init__(f"the model has {waiting} predictions waiting; retry in {retry_after_s} s")
         self.waiting = waiting
         self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ModelBusy(PredcacheError):
+    """The model asked not to be called for a while (an upstream's 429 or 503 with Retry-After):
+    until then every miss is refused at once, without a call."""
+
+    status = 503
+    code = "model_busy"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the model asked for no calls for a while; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class UpstreamRefused(PredcacheError):

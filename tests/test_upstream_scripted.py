@@ -4,8 +4,11 @@ upstream is left alone as long as it asked, an oversized answer is cut off while
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -15,8 +18,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.app import create_app
+from service.models.upstream import MAX_RETRY_AFTER_S, retry_after_s
 from service.settings.config import Settings
-from tests.support.scripted_model_server import Received, ScriptedModelServer
+from tests.support.scripted_model_server import Received, Script, ScriptedModelServer, echo
 
 pytestmark = pytest.mark.redis
 
@@ -79,3 +83,84 @@ async def test_nothing_of_one_upstream_call_reaches_another(
         return sorted((k.lower(), v) for k, v in r.headers.items() if k.lower() != "content-length")
 
     assert headers(received[0]) == headers(received[1]) == headers(received[2])
+
+
+def busy(retry_after: str, *, status: int = 429) -> Script:
+    async def answer(request: web.Request, received: Received) -> web.StreamResponse:
+        return web.json_response({"error": "slow down"}, status=status, headers={"Retry-After": retry_after})
+
+    return answer
+
+
+async def test_an_upstream_429_with_retry_after_is_left_alone_until_it_has_passed(
+    scripted: Scripted, predcache: Callable[..., Awaitable[Client]]
+) -> None:
+    """The 503 carries the upstream's Retry-After; until it has passed, misses get the same 503 at
+    once without an upstream call, hits are served as usual; then the upstream is asked again."""
+    client = await predcache()
+    assert (await post(client, {"q": "cached"}))[0] == 200
+    scripted.upstream.script = busy("2")
+    status, answer, headers = await post(client, {"q": 1})
+    assert (status, answer["error"]["code"], headers["Retry-After"]) == (503, "model_busy", "2")
+    calls = len(scripted.upstream.received)
+    started = time.monotonic()
+    for q in range(2, 7):
+        status, answer, headers = await post(client, {"q": q})
+        assert (status, answer["error"]["code"]) == (503, "model_busy")
+        assert headers["Retry-After"] in ("1", "2")
+    status, answer, headers = await post(client, {"q": "cached"})
+    assert (status, headers["X-Cache"], answer["echo"]) == (200, "HIT", {"q": "cached"})
+    assert time.monotonic() - started < 1.0  # refused at once, not queued nor sent
+    assert len(scripted.upstream.received) == calls  # the upstream was not called meanwhile
+    scripted.upstream.script = echo
+    await asyncio.sleep(2.0 - (time.monotonic() - started))
+    status, answer, _ = await post(client, {"q": 1})
+    assert (status, answer["echo"]) == (200, {"q": 1})
+    assert len(scripted.upstream.received) == calls + 1
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "paused"),
+    [(429, "3", True), (503, "3", True), (429, "soon", False), (429, "", False)],
+)
+async def test_only_a_retry_after_the_upstream_gives_pauses_calls(
+    scripted: Scripted,
+    predcache: Callable[..., Awaitable[Client]],
+    status: int,
+    retry_after: str,
+    paused: bool,
+) -> None:
+    """A 503 with Retry-After pauses calls like a 429; a Retry-After that is no delay is a plain model
+    error, and the next request asks the upstream again."""
+    client = await predcache()
+    scripted.upstream.script = busy(retry_after, status=status)
+    first = await post(client, {"q": 1})
+    second = await post(client, {"q": 2})
+    assert (first[0], second[0]) == (503, 503)
+    if paused:
+        assert (first[2]["Retry-After"], second[2]["Retry-After"] in ("2", "3")) == ("3", True)
+        assert len(scripted.upstream.received) == 1
+    else:
+        assert first[1]["error"]["code"] == "model_error"
+        assert "Retry-After" not in first[2]
+        assert len(scripted.upstream.received) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30", 30.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # 30 s after the test's "now"
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # in the past
+        ("100000", float(MAX_RETRY_AFTER_S)),
+        ("-1", None),
+        ("1.5", None),
+        ("tomorrow", None),
+        ("", None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(value: str, seconds: float | None) -> None:
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+    assert retry_after_s(value, now) == seconds

@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 from service.caching.entry import CachedPrediction
 from service.caching.freshness import Outcome
 from service.caching.predictions import Answer
-from service.errors import FieldError, InvalidInput, ModelError, Overloaded, PredcacheError, UpstreamRefused
+from service.errors import FieldError, InvalidInput, ModelError, PredcacheError, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 def predcache_error_response(exc: PredcacheError) -> web.Response:
     response = json_response({"error": error_payload(exc)}, status=exc.status)
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
+    response.headers.update(exc.headers())
     return response
 
 

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.errors import ModelBusy
 from service.metrics import Metrics
 from service.models.admission import Admission
 
@@ -113,7 +114,8 @@ class Batcher:
         one (each level of halving calls at most two halves per failing input), and never more than
         2(n - 1) (every input failing). Splitting stops one model timeout (`retry_budget_s`) after the
         first failure: the inputs not yet settled then fail with the error of the call that held them.
-        A call that timed out is not split: a batch that slow would take about as long again per half.
+        A call that timed out is not split: a batch that slow would take about as long again per half;
+        nor is one refused by a busy model, which no input of the batch made busy.
         """
         loop = asyncio.get_running_loop()
         if deadline is not None and parent_error is not None and loop.time() >= deadline:
@@ -129,7 +131,7 @@ class Batcher:
         except Exception as exc:
             if budget.expired() and parent_error is not None:
                 self._fail(batch, parent_error)  # the retry budget ran out during this call
-            elif len(batch) == 1 or isinstance(exc, TimeoutError):
+            elif len(batch) == 1 or isinstance(exc, TimeoutError | ModelBusy):
                 self._fail(batch, exc)
             else:
                 deadline = loop.time() + self._retry_budget_s if deadline is None else deadline

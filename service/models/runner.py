@@ -19,6 +19,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from service.errors import (
+    ModelBusy,
     ModelError,
     ModelFailed,
     ModelTimeout,
@@ -66,6 +67,8 @@ class ModelRunner:
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(contract.output_type)
         self._executor = executor
         self._metrics = metrics
+        # Until when (loop time) the model asked not to be called (ModelBusy): misses are refused.
+        self._busy_until = 0.0
         default = 1 if contract.predict_batch is not None else limits.threads
         if contract.predict_batch is None and inspect.iscoroutinefunction(contract.predict):
             default = limits.queue_max  # an async model bounds itself; only the queue bounds it here
@@ -91,9 +94,10 @@ class ModelRunner:
 
     async def predict(self, model_input: ModelInput) -> bytes:
         """The model's output for `model_input` as a JSON body; ModelError, ModelTimeout,
-        UnknownInput or Overloaded otherwise."""
+        UnknownInput, Overloaded or ModelBusy otherwise."""
         argument = self.contract.argument(model_input.value)
         try:
+            self._check_not_busy()  # at once, rather than after a wait in the queue
             if self._batcher is not None:
                 result = await self._batcher.submit(argument)
             else:
@@ -116,6 +120,7 @@ class ModelRunner:
 
     async def _call(self, function: Callable[[Any], Any], argument: Any, *, items: int) -> Any:
         """One call of the model, bounded by the model timeout, counted and timed."""
+        self._check_not_busy()  # again: the model may have asked while this call waited for a slot
         metrics = self._metrics
         metrics.model_calls.inc()
         metrics.model_items.inc(items)
@@ -128,6 +133,11 @@ class ModelRunner:
                 # finishes on its own; the bounded pool keeps such leftovers from piling up.
                 return await asyncio.get_running_loop().run_in_executor(self._executor, function, argument)
         except THE_INPUTS_FAULT:
+            raise
+        except ModelBusy as exc:
+            metrics.model_errors.inc()
+            loop = asyncio.get_running_loop()
+            self._busy_until = max(self._busy_until, loop.time() + exc.retry_after_s)
             raise
         except Exception:
             metrics.model_errors.inc()
@@ -142,6 +152,11 @@ class ModelRunner:
         if failed:
             self._metrics.model_errors.inc(failed)
         return results
+
+    def _check_not_busy(self) -> None:
+        remaining_s = self._busy_until - asyncio.get_running_loop().time()
+        if remaining_s > 0:
+            raise ModelBusy(math.ceil(remaining_s))
 
     def _model_error(self, model_input: ModelInput, reason: str, detail: str) -> ModelError:
         """The client's ModelError, and the log line that says more under the same request id."""

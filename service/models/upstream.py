@@ -3,8 +3,12 @@ input's canonical JSON to it; its JSON answer is the prediction, cached like any
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
+import re
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ import orjson
 from aiohttp import web
 from pydantic import JsonValue
 
-from service.errors import ConfigError, InvalidInput, ModelFailed, UpstreamRefused
+from service.errors import ConfigError, InvalidInput, ModelBusy, ModelFailed, UpstreamRefused
 from service.models.contract import Contract, Uncached
 from service.models.json_inputs import JsonObject, JsonObjectCodec, check_schema
 from service.settings.config import Settings
@@ -27,6 +31,12 @@ log = logging.getLogger(__name__)
 # what only the operator can; they are the model failing (503), like a 5xx.
 NOT_ABOUT_THE_INPUT = frozenset({401, 403, 405, 407, 408, 429})
 _REFUSAL_TEXT_CHARS = 500
+# Answers whose Retry-After asks predcache to stay away for a while (RFC 9110, 10.2.3).
+RETRY_LATER = frozenset({429, 503})
+# The longest pause an upstream can ask for: a Retry-After of a day (a misconfigured upstream) would
+# otherwise silence the model that long; past this one call asks again.
+MAX_RETRY_AFTER_S = 300
+_DELAY_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
 class UpstreamFailed(ModelFailed):
@@ -130,6 +140,7 @@ class UpstreamModel:
                 answered_version = (
                     None if self.version_header is None else response.headers.get(self.version_header)
                 )
+                retry_after = response.headers.get("Retry-After")
         except TimeoutError:  # aiohttp's own timeouts are ClientErrors too: they are 504, not 503
             raise
         except aiohttp.ClientError as exc:
@@ -151,6 +162,10 @@ class UpstreamModel:
             return data
         if 400 <= status < 500 and status not in NOT_ABOUT_THE_INPUT:
             raise refusal(status, payload, content_type)
+        delay_s = retry_after_s(retry_after, datetime.now(UTC)) if status in RETRY_LATER else None
+        if delay_s is not None:
+            # The runner calls no more until it has passed; the clients are told the same.
+            raise ModelBusy(math.ceil(delay_s))
         raise UpstreamFailed(f"the upstream answered {status}", f"{redact_url(self.url)}: {payload[:200]!r}")
 
     def _log_mismatch(self, answered: str | None) -> None:
@@ -179,6 +194,23 @@ def refusal(status: int, payload: bytes, content_type: str) -> UpstreamRefused:
     message = f"the upstream refused the input ({status})" + (f": {text}" if text else "")
     body = orjson.dumps({"error": {"code": UpstreamRefused.code, "message": message}})
     return UpstreamRefused(status, body, "application/json", message)
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """The delay a Retry-After header asks for, in seconds from `now` (at most MAX_RETRY_AFTER_S);
+    None when it is absent or neither a number of seconds nor an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(min(int(value), MAX_RETRY_AFTER_S))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 9110's dates are GMT; a date without a zone is not one of them
+    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER_S)
 
 
 def load_schema(path: str) -> dict[str, Any]:

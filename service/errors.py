@@ -10,6 +10,7 @@ PredcacheError            base; `status` is the HTTP status, `code` the JSON err
 ├── UnknownInput          404: a valid input the model refuses to predict (raised by the model)
 │   └── UnknownPair       404: the same, for a pair-only model: `unknown_pair`
 ├── UpstreamRefused       4xx: an upstream model server refused the input; its status and body, as sent
+├── UpstreamAnswerTooLarge 502: the upstream's answer is over UPSTREAM_MAX_RESPONSE_BYTES
 ├── CacheUnavailable      503: an invalidation could not reach the cache
 ├── Overloaded            503: the model's queue is full; `retry_after_s` says when to come back
 ├── ModelBusy             503: the model (an upstream's 429) asked for no calls for `retry_after_s`
@@ -186,6 +187,20 @@ class UpstreamRefused(PredcacheError):
         self.status = status
         self.body = body  # JSON, served as is
         self.content_type = content_type
+
+
+class UpstreamAnswerTooLarge(PredcacheError):
+    """The upstream's answer is longer than UPSTREAM_MAX_RESPONSE_BYTES: it was not read past that,
+    and its connection was dropped."""
+
+    status = 502
+    code = "upstream_answer_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"the upstream's answer is larger than UPSTREAM_MAX_RESPONSE_BYTES ({max_bytes} bytes)"
+        )
+        self.max_bytes = max_bytes
 
 
 class ModelError(PredcacheError):

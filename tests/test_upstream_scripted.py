@@ -18,9 +18,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.app import create_app
-from service.models.upstream import MAX_RETRY_AFTER_S, retry_after_s
+from service.models.upstream_answer import MAX_RETRY_AFTER_S, retry_after_s
 from service.settings.config import Settings
-from tests.support.scripted_model_server import Received, Script, ScriptedModelServer, echo
+from tests.faults.conftest import eventually
+from tests.support.scripted_model_server import Received, Script, ScriptedModelServer, Streamed, echo
 
 pytestmark = pytest.mark.redis
 
@@ -164,3 +165,52 @@ async def test_only_a_retry_after_the_upstream_gives_pauses_calls(
 def test_retry_after_is_read_as_seconds_or_a_date(value: str, seconds: float | None) -> None:
     now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
     assert retry_after_s(value, now) == seconds
+
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "chunked"])
+async def test_an_answer_over_the_cap_is_a_502_and_its_connection_dropped(
+    scripted: Scripted,
+    predcache: Callable[..., Awaitable[Client]],
+    caplog: pytest.LogCaptureFixture,
+    announce: bool,
+) -> None:
+    """A 50 MB answer with a 1 MiB cap: 502 with a JSON error, read no further than the cap (the
+    upstream's writes stop well short of 50 MB, its reader gone), never cached, one log line for
+    five of them; the next answer of a normal size is served."""
+    streamed = Streamed(50 * MiB, announce=announce)
+    scripted.upstream.script = streamed
+    client = await predcache(upstream_max_response_bytes=MiB)
+    for q in range(5):
+        status, answer, headers = await post(client, {"q": q})
+        assert (status, answer["error"]["code"]) == (502, "upstream_answer_too_large")
+        assert "X-Cache" not in headers
+    await eventually(lambda: streamed.hung_up == 5, timeout_s=5.0)
+    # Kernel buffers hold a few MiB at most; without the cap all 250 MB would have gone out.
+    assert streamed.sent_bytes < 5 * (MiB + 16 * MiB)
+    lines = [r for r in caplog.records if "UPSTREAM_MAX_RESPONSE_BYTES" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelname == "WARNING"
+    scripted.upstream.script = echo
+    status, answer, headers = await post(client, {"q": 0})
+    assert (status, answer["echo"], headers["X-Cache"]) == (200, {"q": 0}, "MISS")
+
+
+@pytest.mark.parametrize(("status", "answered"), [(400, 400), (422, 422), (500, 503)])
+async def test_a_huge_error_body_is_never_passed_on_whole(
+    scripted: Scripted, predcache: Callable[..., Awaitable[Client]], status: int, answered: int
+) -> None:
+    """A 5 MB error body (under the answer cap): a 4xx still tells the client its input was refused,
+    a 5xx is still the model failing, in a short JSON error either way."""
+    streamed = Streamed(5 * MiB, status=status)
+    scripted.upstream.script = streamed
+    client = await predcache()
+    async with client.post("/predict", json={"q": 1}) as response:
+        body = await response.read()
+        assert response.status == answered
+        assert len(body) < 1024
+        assert orjson.loads(body)["error"]["code"] in ("upstream_refused", "model_error")
+    await eventually(lambda: streamed.hung_up == 1, timeout_s=5.0)
+    assert streamed.sent_bytes < 5 * MiB

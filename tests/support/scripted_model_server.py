@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -76,4 +77,7 @@ class Streamed:
             await response.write_eof()
         except ConnectionError:
             self.hung_up += 1
+        except asyncio.CancelledError:  # the server cancels a handler whose client hung up
+            self.hung_up += 1
+            raise
         return response

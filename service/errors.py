@@ -7,6 +7,7 @@ PredcacheError            base; `status` is the HTTP status, `code` the JSON err
 ├── Unauthorized          401: an admin endpoint without the admin bearer token
 ├── UnsupportedMediaType  415: a POST body that is not declared as JSON
 ├── AdminApiOff           404: an admin endpoint while ADMIN_TOKEN is unset
+├── ClientClosedRequest   499: the client hung up before its whole body arrived; nobody to answer
 ├── UnknownInput          404: a valid input the model refuses to predict (raised by the model)
 │   └── UnknownPair       404: the same, for a pair-only model: `unknown_pair`
 ├── UpstreamRefused       4xx: an upstream model server refused the input; its status and body, as sent
@@ -84,6 +85,14 @@ class UnsupportedMediaType(PredcacheError):
 
     status = 415
     code = "unsupported_media_type"
+
+
+class ClientClosedRequest(PredcacheError):
+    """The client closed its connection before its request body had arrived. Nothing can be sent
+    back; its status, nginx's 499, counts it apart from the service's own failures."""
+
+    status = 499
+    code = "client_closed_request"
 
 
 class InvalidCacheControl(PredcacheError):

@@ -223,7 +223,7 @@ class ModelError(PredcacheError):
     code = "model_error"
 
     def __init__(self, pair: str, reason: str, request_id: str | None = None) -> None:
-        where = "" if request_id is None else f" (request id {request_id}: the service log says more)"
+        where = "" if request_id is None else f"; the service log says more under request id {request_id}"
         super().__init__(f"the model failed to predict {pair}: {reason}{where}")
         self.pair = pair
         self.reason = reason

@@ -34,7 +34,7 @@ _DELAY_SECONDS = re.compile(r"[0-9]{1,10}")
 @dataclass(frozen=True, slots=True)
 class UpstreamAnswer:
     status: int
-    body: bytes  # the whole body, or when `complete` is False only what was read before the cap
+    body: bytes  # the whole body, or when `complete` is False the first chunk of it
     complete: bool
     content_type: str
     headers: CIMultiDictProxy[str]
@@ -50,18 +50,22 @@ async def read_answer(response: aiohttp.ClientResponse, *, max_bytes: int) -> Up
     closed rather than returned to the pool, so the rest of the body is never read: a huge answer
     costs a chunk of memory, not its size."""
     cap = max_bytes if 200 <= response.status < 300 else min(max_bytes, ERROR_BODY_MAX_BYTES)
-    body = bytearray()
+    chunks: list[bytes] = []
+    read = 0
     complete = response.content_length is None or response.content_length <= cap
     if complete:
-        # aiohttp stops reading the socket while its buffer is full: at most a chunk waits here.
+        # aiohttp stops reading the socket while its buffer is full: at most a chunk waits there.
         async for chunk in response.content.iter_any():
-            body += chunk
-            if len(body) > cap:
+            chunks.append(chunk)
+            read += len(chunk)
+            if read > cap:
                 complete = False
                 break
     if not complete:
         response.close()
-    return UpstreamAnswer(response.status, bytes(body), complete, response.content_type, response.headers)
+        chunks = chunks[:1]  # enough for the log to show how it began
+    body = b"".join(chunks)
+    return UpstreamAnswer(response.status, body, complete, response.content_type, response.headers)
 
 
 def refusal(answer: UpstreamAnswer) -> UpstreamRefused:

@@ -68,13 +68,17 @@ class Streamed:
         if self.announce:
             response.content_length = self.total_bytes
         await response.prepare(request)
-        body = b'"' + b"x" * (self.total_bytes - 2) + b'"'
+        # One chunk's worth of memory here, whatever the size: the server's memory is not measured.
+        filler = b"x" * self.chunk_bytes
+        left = self.total_bytes - 2
         try:
-            for start in range(0, self.total_bytes, self.chunk_bytes):
-                chunk = body[start : start + self.chunk_bytes]
+            await response.write(b'"')
+            while left > 0:
+                chunk = filler[: min(left, self.chunk_bytes)]
                 await response.write(chunk)  # waits while the reader's buffers are full
                 self.sent_bytes += len(chunk)
-            await response.write_eof()
+                left -= len(chunk)
+            await response.write_eof(b'"')
         except ConnectionError:
             self.hung_up += 1
         except asyncio.CancelledError:  # the server cancels a handler whose client hung up

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
+from service.models.upstream import DEFAULT_MAX_RESPONSE_BYTES
 from service.settings.config import Settings
 from tests.support.scripted_model_server import ScriptedModelServer, Streamed
 
@@ -76,7 +77,8 @@ async def _run(answer_mb: int, concurrent: int, rounds: int, chunked: bool) -> N
     requests = concurrent * rounds
     how = "chunked" if chunked else "with Content-Length"
     print(f"{requests} requests for {answer_mb} MB answers ({how}), {concurrent} at once: {dict(statuses)}")
-    print(f"UPSTREAM_MAX_RESPONSE_BYTES: {settings.upstream_max_response_bytes / MiB:g} MiB")
+    cap = settings.upstream_max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES
+    print(f"UPSTREAM_MAX_RESPONSE_BYTES: {cap / MiB:g} MiB")
     print(f"predcache RSS: {before:.0f} MiB before, {peak:.0f} MiB peak, {after:.0f} MiB after")
     if not sent.empty():
         print(f"upstream got out {sent.get() / MiB:.0f} MiB of {requests * answer_mb} MB in all")

@@ -38,7 +38,7 @@ class PredcacheError(Exception):
         super().__init__(message)
         self.message = message
 
-    def headers(self) -> dict[str, str]:
+    def response_headers(self) -> dict[str, str]:
         """HTTP headers the error's response carries (Retry-After, WWW-Authenticate)."""
         return {}
 
@@ -108,7 +108,7 @@ class Unauthorized(PredcacheError):
     status = 401
     code = "unauthorized"
 
-    def headers(self) -> dict[str, str]:
+    def response_headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="predcache"'}  # RFC 9110 11.6.1: a 401 says how
 
 
@@ -166,7 +166,7 @@ class Overloaded(PredcacheError):
         self.waiting = waiting
         self.retry_after_s = retry_after_s
 
-    def headers(self) -> dict[str, str]:
+    def response_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
 
 
@@ -181,7 +181,7 @@ class ModelBusy(PredcacheError):
         super().__init__(f"the model asked for no calls for a while; retry in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
-    def headers(self) -> dict[str, str]:
+    def response_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
 
 

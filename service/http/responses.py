@@ -105,7 +105,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 def predcache_error_response(exc: PredcacheError) -> web.Response:
     response = json_response({"error": error_payload(exc)}, status=exc.status)
-    response.headers.update(exc.headers())
+    response.headers.update(exc.response_headers())
     return response
 
 

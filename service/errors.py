@@ -7,13 +7,18 @@ PredcacheError            base; `status` is the HTTP status, `code` the JSON err
 ├── Unauthorized          401: an admin endpoint without the admin bearer token
 ├── UnsupportedMediaType  415: a POST body that is not declared as JSON
 ├── AdminApiOff           404: an admin endpoint while ADMIN_TOKEN is unset
+├── ClientClosedRequest   499: the client hung up before its whole body arrived; nobody to answer
 ├── UnknownInput          404: a valid input the model refuses to predict (raised by the model)
 │   └── UnknownPair       404: the same, for a pair-only model: `unknown_pair`
 ├── UpstreamRefused       4xx: an upstream model server refused the input; its status and body, as sent
+├── UpstreamAnswerTooLarge 502: the upstream's answer is over UPSTREAM_MAX_RESPONSE_BYTES
 ├── CacheUnavailable      503: an invalidation could not reach the cache
 ├── Overloaded            503: the model's queue is full; `retry_after_s` says when to come back
+├── ModelBusy             503: the model (an upstream's 429) asked for no calls for `retry_after_s`
 ├── ModelError            503: the model raised, or returned something its output type refuses
 └── ModelTimeout          504: the model did not answer within the model timeout
+ModelFailed               raised by a model seam of predcache's own (upstream mode): its message is
+                          predcache's words, fit for the client; anything else a model raises is not
 ConfigError               a setting has a bad value (the command exits with status 2)
 """
 
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 
 class PredcacheError(Exception):
-    """An error with a meaning for the client: an HTTP status and a stable code."""
+    """An error with a meaning for the client: an HTTP status, a stable code, maybe headers."""
 
     status = 500
     code = "internal_error"
@@ -32,6 +37,10 @@ class PredcacheError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def response_headers(self) -> dict[str, str]:
+        """HTTP headers the error's response carries (Retry-After, WWW-Authenticate)."""
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,14 @@ class UnsupportedMediaType(PredcacheError):
     code = "unsupported_media_type"
 
 
+class ClientClosedRequest(PredcacheError):
+    """The client closed its connection before its request body had arrived. Nothing can be sent
+    back; its status, nginx's 499, counts it apart from the service's own failures."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class InvalidCacheControl(PredcacheError):
     """The Cache-Control request header has a max-age that is not a whole number of seconds."""
 
@@ -90,6 +107,9 @@ class Unauthorized(PredcacheError):
 
     status = 401
     code = "unauthorized"
+
+    def response_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="predcache"'}  # RFC 9110 11.6.1: a 401 says how
 
 
 class AdminApiOff(PredcacheError):
@@ -146,6 +166,24 @@ class Overloaded(PredcacheError):
         self.waiting = waiting
         self.retry_after_s = retry_after_s
 
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ModelBusy(PredcacheError):
+    """The model asked not to be called for a while (an upstream's 429 or 503 with Retry-After):
+    until then every miss is refused at once, without a call."""
+
+    status = 503
+    code = "model_busy"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the model asked for no calls for a while; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class UpstreamRefused(PredcacheError):
     """An upstream model server answered 4xx: the input is bad in its eyes. Never cached; every waiter
@@ -160,16 +198,36 @@ class UpstreamRefused(PredcacheError):
         self.content_type = content_type
 
 
+class UpstreamAnswerTooLarge(PredcacheError):
+    """The upstream's answer is longer than UPSTREAM_MAX_RESPONSE_BYTES: it was not read past that,
+    and its connection was dropped."""
+
+    status = 502
+    code = "upstream_answer_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"the upstream's answer is larger than UPSTREAM_MAX_RESPONSE_BYTES ({max_bytes} bytes)"
+        )
+        self.max_bytes = max_bytes
+
+
 class ModelError(PredcacheError):
-    """The model failed for this pair; nothing was cached and the next request tries again."""
+    """The model failed for this input; nothing was cached and the next request tries again.
+
+    `reason` is predcache's own words, never the model's exception text (which may hold other
+    requests' inputs); that goes to the log, on a line that carries `request_id` too.
+    """
 
     status = 503
     code = "model_error"
 
-    def __init__(self, pair: str, reason: str) -> None:
-        super().__init__(f"the model failed to predict {pair}: {reason}")
+    def __init__(self, pair: str, reason: str, request_id: str | None = None) -> None:
+        where = "" if request_id is None else f"; the service log says more under request id {request_id}"
+        super().__init__(f"the model failed to predict {pair}: {reason}{where}")
         self.pair = pair
         self.reason = reason
+        self.request_id = request_id
 
 
 class ModelTimeout(PredcacheError):
@@ -182,6 +240,15 @@ class ModelTimeout(PredcacheError):
         super().__init__(f"the model did not predict {pair} within {timeout_s:g} s")
         self.pair = pair
         self.timeout_s = timeout_s
+
+
+class ModelFailed(Exception):
+    """A model seam predcache wrote itself (the upstream client) found no prediction; its message says
+    why in predcache's own words, and `detail` (for the log only) what it saw."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class ConfigError(Exception):

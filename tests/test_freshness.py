@@ -130,6 +130,7 @@ async def test_wrong_or_missing_token_is_401_and_changes_nothing(
     for path in ("/cache/ETH-EUR", "/cache"):
         response = await client.delete(path, headers=headers)
         assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")  # RFC 6750, 3
         assert orjson.loads(await response.read())["error"]["code"] == "unauthorized"
     assert (await client.get("/predict?pair=ETH-EUR")).headers["X-Cache"] == "HIT"
 

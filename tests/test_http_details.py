@@ -9,14 +9,19 @@ import asyncio
 import itertools
 import logging
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import create_app
+from service.http.responses import JSON
 from service.http.server import SERVER_NAME, MalformedRequestLog
+from service.settings.config import Settings
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
 
@@ -164,3 +169,61 @@ def test_other_errors_pass_through_with_their_traceback(caplog: pytest.LogCaptur
         log.debug("not HTTP at all from %s", "10.0.0.1")
     assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR", "ERROR", "DEBUG"]
     assert all(r.exc_info is not None for r in caplog.records[:3])
+
+
+async def test_clients_hanging_up_mid_body_are_counted_as_such_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """50 POST bodies cut short (Content-Length 1000, 80 bytes sent, then the connection closed):
+    counted as status 499 (nginx's "client closed request"), not as 500 server errors; no line above
+    DEBUG and no traceback in the log; the model is never called.
+
+    Served as `python -m service` serves it (web.run_app's AppRunner): its handlers run on when their
+    client goes, where aiohttp's test server cancels them.
+    """
+    caplog.set_level(logging.DEBUG)
+    model = CountingModel()
+    runner = web.AppRunner(create_app(Settings(), model=model), access_log=None)  # ACCESS_LOG's default
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.clear()  # what startup said
+
+    async def hang_up(path: str) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {JSON}\r\nContent-Length: 1000\r\n\r\n"
+        writer.write(head.encode() + b'{"pair": "ETH-EUR", "pad": "' + b"x" * 52)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the handler is reading the body when the client goes
+        writer.close()
+        await writer.wait_closed()
+
+    async def counted(session: aiohttp.ClientSession) -> dict[tuple[str, str], float]:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        return {
+            (s.labels["endpoint"], s.labels["status"]): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "predcache_requests_total" and s.labels["endpoint"].startswith("/predict")
+        }
+
+    try:
+        await asyncio.gather(*(hang_up(path) for path in ["/predict", "/predict/batch"] * 25))
+        async with aiohttp.ClientSession() as session:
+            for _ in range(250):  # the server learns of each hang-up a little after the client went
+                requests = await counted(session)
+                if sum(requests.values()) >= 50:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+    assert {series: n for series, n in requests.items() if n} == {
+        ("/predict", "499"): 25,
+        ("/predict/batch", "499"): 25,
+    }
+    assert model.total_calls == 0
+    loud = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    assert not loud, [r.getMessage() for r in loud]
+    assert not [r for r in caplog.records if r.exc_info is not None or r.exc_text]

@@ -60,11 +60,18 @@ def executor() -> ThreadPoolExecutor:
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
-async def test_non_finite_predictions_are_model_errors(executor: ThreadPoolExecutor, value: float) -> None:
+async def test_non_finite_predictions_are_model_errors(
+    executor: ThreadPoolExecutor, value: float, caplog: pytest.LogCaptureFixture
+) -> None:
     model = CountingModel()
     model.result = value
-    with pytest.raises(ModelError, match="not a finite number"):
+    with pytest.raises(ModelError, match="its output is invalid") as raised:
         await runner(model, executor).predict(ETH_EUR)
+    request_id = raised.value.request_id
+    assert request_id is not None
+    assert any(
+        request_id in r.getMessage() and "not a finite number" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_a_hanging_model_times_out(executor: ThreadPoolExecutor) -> None:

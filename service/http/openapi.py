@@ -164,6 +164,10 @@ SPEC: dict[str, Any] = {
                                     },
                                 },
                             },
+                            "request_id": {
+                                "type": "string",
+                                "description": "for a model error: the id of the service's log line about it",
+                            },
                         },
                     }
                 },
@@ -311,8 +315,9 @@ def _predict_operation(
             "400": _error("not a valid input (`fields` says which), or a malformed Cache-Control max-age"),
             "404": _error("a valid input the model does not predict"),
             "503": _error(
-                "the model failed (nothing was cached; the next request retries), or its queue is full "
-                "(`overloaded`, with Retry-After)"
+                "the model failed (nothing was cached; the next request retries), its queue is full "
+                "(`overloaded`, with Retry-After), or it asked for no calls for a while (`model_busy`, "
+                "with Retry-After: an upstream's 429)"
             ),
             "504": _error("the model did not answer within the model timeout"),
         },

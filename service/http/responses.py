@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 from service.caching.entry import CachedPrediction
 from service.caching.freshness import Outcome
 from service.caching.predictions import Answer
-from service.errors import FieldError, InvalidInput, Overloaded, PredcacheError, UpstreamRefused
+from service.errors import FieldError, InvalidInput, ModelError, PredcacheError, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,16 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 def predcache_error_response(exc: PredcacheError) -> web.Response:
     response = json_response({"error": error_payload(exc)}, status=exc.status)
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
+    response.headers.update(exc.response_headers())
     return response
 
 
 def error_payload(exc: PredcacheError) -> dict[str, object]:
     """`{"code", "message"}`, and for an invalid input the fields at fault (maybe none) and, in a
-    batch, the invalid inputs by index."""
+    batch, the invalid inputs by index; for a model error the request id its log line carries."""
     error: dict[str, object] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, ModelError) and exc.request_id is not None:
+        error["request_id"] = exc.request_id
     if isinstance(exc, InvalidInput):
         error["fields"] = _fields(exc.fields)
         if exc.items:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -16,12 +18,26 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from service.errors import ModelError, ModelTimeout, Overloaded, UnknownInput, UpstreamRefused
+from service.errors import (
+    ModelBusy,
+    ModelError,
+    ModelFailed,
+    ModelTimeout,
+    PredcacheError,
+    UnknownInput,
+    UpstreamRefused,
+)
 from service.metrics import Metrics
 from service.models.admission import Admission
 from service.models.batcher import Batcher
 from service.models.contract import Contract, Uncached
 from service.models.inputs import ModelInput
+
+log = logging.getLogger(__name__)
+
+# What a model raises (or returns for one input of a batch) about the input, not about itself: not
+# counted as a model error.
+THE_INPUTS_FAULT = (UnknownInput, UpstreamRefused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +67,8 @@ class ModelRunner:
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(contract.output_type)
         self._executor = executor
         self._metrics = metrics
+        # Until when (loop time) the model asked not to be called (ModelBusy): misses are refused.
+        self._busy_until = 0.0
         default = 1 if contract.predict_batch is not None else limits.threads
         if contract.predict_batch is None and inspect.iscoroutinefunction(contract.predict):
             default = limits.queue_max  # an async model bounds itself; only the queue bounds it here
@@ -61,10 +79,11 @@ class ModelRunner:
         if contract.predict_batch is not None:
             predict_batch = contract.predict_batch
             self._batcher = Batcher(
-                lambda arguments: self._call(predict_batch, arguments, items=len(arguments)),
+                lambda arguments: self._call_batch(predict_batch, arguments),
                 admission=self.admission,
                 max_size=limits.max_batch_size,
                 wait_s=limits.batch_wait_s,
+                retry_budget_s=limits.timeout_s,
                 metrics=metrics,
             )
 
@@ -75,9 +94,10 @@ class ModelRunner:
 
     async def predict(self, model_input: ModelInput) -> bytes:
         """The model's output for `model_input` as a JSON body; ModelError, ModelTimeout,
-        UnknownInput or Overloaded otherwise."""
+        UnknownInput, Overloaded or ModelBusy otherwise."""
         argument = self.contract.argument(model_input.value)
         try:
+            self._check_not_busy()  # at once, rather than after a wait in the queue
             if self._batcher is not None:
                 result = await self._batcher.submit(argument)
             else:
@@ -85,16 +105,22 @@ class ModelRunner:
                     result = await self._call(self.contract.predict, argument, items=1)
         except TimeoutError:
             raise ModelTimeout(str(model_input), self.timeout_s) from None
-        except (UnknownInput, Overloaded, UpstreamRefused):
-            raise
+        except PredcacheError:
+            raise  # the model's own account, for the client (UnknownInput, UpstreamRefused, ...)
+        except ModelFailed as exc:
+            raise self._model_error(model_input, str(exc), exc.detail) from exc
         except Exception as exc:
-            raise ModelError(str(model_input), f"{type(exc).__name__}: {exc}") from exc
+            # The model's exception text may name other inputs of its batch: only the log sees it.
+            error = self._model_error(model_input, "it raised an exception", f"{type(exc).__name__}: {exc}")
+            log.debug("model error %s: the traceback", error.request_id, exc_info=exc)
+            raise error from exc
         if isinstance(result, Uncached):
             return UncachedBody(self.encode(result.result, model_input))
         return self.encode(result, model_input)
 
     async def _call(self, function: Callable[[Any], Any], argument: Any, *, items: int) -> Any:
         """One call of the model, bounded by the model timeout, counted and timed."""
+        self._check_not_busy()  # again: the model may have asked while this call waited for a slot
         metrics = self._metrics
         metrics.model_calls.inc()
         metrics.model_items.inc(items)
@@ -106,23 +132,48 @@ class ModelRunner:
                 # A thread cannot be cancelled: on timeout the waiters get 504 and the thread
                 # finishes on its own; the bounded pool keeps such leftovers from piling up.
                 return await asyncio.get_running_loop().run_in_executor(self._executor, function, argument)
-        except (UnknownInput, UpstreamRefused):
-            raise  # the input's fault, not the model's: not a model error
+        except THE_INPUTS_FAULT:
+            raise
+        except ModelBusy as exc:
+            metrics.model_errors.inc()
+            loop = asyncio.get_running_loop()
+            self._busy_until = max(self._busy_until, loop.time() + exc.retry_after_s)
+            raise
         except Exception:
             metrics.model_errors.inc()
             raise
         finally:
             metrics.model_duration.observe(time.perf_counter() - started)
 
+    async def _call_batch(self, predict_batch: Callable[[Any], Any], arguments: list[Any]) -> Any:
+        results = await self._call(predict_batch, arguments, items=len(arguments))
+        # An input failing alone is the model failing too, as much as a call that raises.
+        failed = sum(isinstance(r, Exception) and not isinstance(r, THE_INPUTS_FAULT) for r in results)
+        if failed:
+            self._metrics.model_errors.inc(failed)
+        return results
+
+    def _check_not_busy(self) -> None:
+        remaining_s = self._busy_until - asyncio.get_running_loop().time()
+        if remaining_s > 0:
+            raise ModelBusy(math.ceil(remaining_s))
+
+    def _model_error(self, model_input: ModelInput, reason: str, detail: str) -> ModelError:
+        """The client's ModelError, and the log line that says more under the same request id."""
+        request_id = secrets.token_hex(8)
+        log.warning("model error %s predicting %s: %s: %s", request_id, model_input, reason, detail)
+        return ModelError(str(model_input), reason, request_id)
+
     def encode(self, result: object, model_input: ModelInput) -> bytes:
         try:
             output = self.output_adapter.validate_python(self.contract.output(result, model_input.value))
             data = self.output_adapter.dump_python(output, mode="json")
         except (ValidationError, ValueError) as exc:
-            raise ModelError(str(model_input), f"its output is invalid: {exc}") from None
+            raise self._model_error(model_input, "its output is invalid", str(exc)) from None
         # orjson would write NaN and infinities as null: a broken prediction served as a real one.
         if not _all_finite(data):
-            raise ModelError(str(model_input), "its output holds a number that is not a finite number")
+            reason = "its output holds a number that is not a finite number"
+            raise self._model_error(model_input, reason, "NaN or an infinity") from None
         return orjson.dumps(data)
 
     def is_output(self, body: bytes) -> bool:

@@ -4,7 +4,10 @@ input's canonical JSON to it; its JSON answer is the prediction, cached like any
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +16,30 @@ import orjson
 from aiohttp import web
 from pydantic import JsonValue
 
-from service.errors import ConfigError, InvalidInput, UpstreamRefused
+from service.errors import ConfigError, InvalidInput, ModelBusy, ModelFailed, UpstreamAnswerTooLarge
 from service.models.contract import Contract, Uncached
 from service.models.json_inputs import JsonObject, JsonObjectCodec, check_schema
+from service.models.upstream_answer import (
+    NOT_ABOUT_THE_INPUT,
+    RETRY_LATER,
+    json_value,
+    read_answer,
+    refusal,
+    retry_after_s,
+)
 from service.settings.config import Settings
 from service.settings.converters import redact_url
 
 log = logging.getLogger(__name__)
 
-# 4xx answers that speak of predcache's own request rather than of the client's input: credentials
-# and permissions between predcache and the upstream (401, 403, 407), a wrong method for the URL
-# (405), the upstream's own capacity (408, 429). Passed through, they would tell the client to fix
-# what only the operator can; they are the model failing (503), like a 5xx.
-NOT_ABOUT_THE_INPUT = frozenset({401, 403, 405, 407, 408, 429})
-_REFUSAL_TEXT_CHARS = 500
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# At most one log line per this many seconds about answers over the cap: each one is a request.
+OVERSIZED_LOG_INTERVAL_S = 10.0
 
 
-class UpstreamFailed(Exception):
+class UpstreamFailed(ModelFailed):
     """The upstream gave no prediction: unreachable, a 5xx, a redirect, or a 2xx that is not JSON.
-    The runner makes it a ModelError (503 for every waiter, never cached); details go to the log."""
+    The runner makes it a ModelError (503 for every waiter, never cached) and logs its `detail`."""
 
 
 class UpstreamModel:
@@ -49,6 +57,7 @@ class UpstreamModel:
         *,
         timeout_s: float,
         max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         version_header: str | None = None,
         schema: Mapping[str, Any] | None = None,
     ) -> None:
@@ -56,10 +65,13 @@ class UpstreamModel:
         self.version = version
         self.timeout_s = timeout_s
         self.max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
         self.version_header = version_header
         self.inputs = JsonObjectCodec(schema)
         self._session: aiohttp.ClientSession | None = None
         self._mismatches_logged: set[str | None] = set()
+        self._oversized_log_at = -math.inf
+        self._oversized_not_logged = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamModel:
@@ -74,6 +86,7 @@ class UpstreamModel:
             settings.model_version,
             timeout_s=settings.model_timeout_s,
             max_connections=settings.upstream_max_connections,
+            max_response_bytes=settings.upstream_max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
             version_header=settings.upstream_version_header,
             schema=schema,
         )
@@ -100,6 +113,9 @@ class UpstreamModel:
             # Also the runner's bound; this one covers a call made outside it.
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             headers={"User-Agent": "predcache"},
+            # Every call is made for another client: a cookie the upstream set for one must never
+            # ride along with the next (a session jar would replay it to every later request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         log.info("upstream model %s at %s", self.version, redact_url(self.url))
         try:
@@ -121,31 +137,58 @@ class UpstreamModel:
                 # A redirect is a configuration matter; following it would also turn a POST into a GET.
                 allow_redirects=False,
             ) as response:
-                payload = await response.read()
-                status = response.status
-                content_type = response.content_type
-                answered_version = (
-                    None if self.version_header is None else response.headers.get(self.version_header)
-                )
+                answer = await read_answer(response, max_bytes=self.max_response_bytes)
         except TimeoutError:  # aiohttp's own timeouts are ClientErrors too: they are 504, not 503
             raise
         except aiohttp.ClientError as exc:
-            log.warning("upstream %s: %s: %s", redact_url(self.url), type(exc).__name__, exc)
-            raise UpstreamFailed(f"the upstream could not be reached ({type(exc).__name__})") from None
-        if 200 <= status < 300:
+            raise UpstreamFailed(
+                f"the upstream could not be reached ({type(exc).__name__})",
+                f"{redact_url(self.url)}: {type(exc).__name__}: {exc}",
+            ) from None
+        status = answer.status
+        if answer.is_success:
+            if not answer.complete:
+                self._log_oversized()
+                raise UpstreamAnswerTooLarge(self.max_response_bytes)
             try:
-                data = _json(payload, content_type)
-            except ValueError:
-                log.warning("upstream %s answered %d, not with JSON", redact_url(self.url), status)
-                raise UpstreamFailed(f"the upstream answered {status} with a body that is not JSON") from None
-            if self.version_header is not None and answered_version != self.version:
-                self._log_mismatch(answered_version)
-                return Uncached(data)
+                data = json_value(answer.body, answer.content_type)
+            except ValueError as exc:
+                raise UpstreamFailed(
+                    f"the upstream answered {status} with a body that is not JSON",
+                    f"{redact_url(self.url)}: {exc}: {answer.body[:200]!r}",
+                ) from None
+            if self.version_header is not None:
+                answered_version = answer.headers.get(self.version_header)
+                if answered_version != self.version:
+                    self._log_mismatch(answered_version)
+                    return Uncached(data)
             return data
         if 400 <= status < 500 and status not in NOT_ABOUT_THE_INPUT:
-            raise refusal(status, payload, content_type)
-        log.warning("upstream %s answered %d: %r", redact_url(self.url), status, payload[:200])
-        raise UpstreamFailed(f"the upstream answered {status}")
+            raise refusal(answer)
+        retry_after = answer.headers.get("Retry-After")
+        delay_s = retry_after_s(retry_after, datetime.now(UTC)) if status in RETRY_LATER else None
+        if delay_s is not None:
+            # The runner calls no more until it has passed; the clients are told the same.
+            raise ModelBusy(math.ceil(delay_s))
+        raise UpstreamFailed(
+            f"the upstream answered {status}", f"{redact_url(self.url)}: {answer.body[:200]!r}"
+        )
+
+    def _log_oversized(self) -> None:
+        # Every request for such an input gets one: a line per request would flood the log.
+        now = time.monotonic()
+        if now < self._oversized_log_at:
+            self._oversized_not_logged += 1
+            return
+        self._oversized_log_at = now + OVERSIZED_LOG_INTERVAL_S
+        not_logged, self._oversized_not_logged = self._oversized_not_logged, 0
+        log.warning(
+            "upstream %s answered more than UPSTREAM_MAX_RESPONSE_BYTES (%d bytes): 502, connection "
+            "dropped%s",
+            redact_url(self.url),
+            self.max_response_bytes,
+            f" ({not_logged} more since the previous such line)" if not_logged else "",
+        )
 
     def _log_mismatch(self, answered: str | None) -> None:
         # Once per version at WARNING: while the upstream rolls out a new version, every answer is one.
@@ -158,21 +201,6 @@ class UpstreamModel:
             answered,
             self.version,
         )
-
-
-def refusal(status: int, payload: bytes, content_type: str) -> UpstreamRefused:
-    """The upstream's 4xx as an error for every waiter: its JSON body as is, other bodies (text, HTML)
-    as the message of predcache's own error shape, so that the API answers JSON only."""
-    try:
-        _json(payload, content_type)
-    except ValueError:
-        pass
-    else:
-        return UpstreamRefused(status, payload, content_type, f"the upstream refused the input ({status})")
-    text = payload[:_REFUSAL_TEXT_CHARS].decode(errors="replace").strip()
-    message = f"the upstream refused the input ({status})" + (f": {text}" if text else "")
-    body = orjson.dumps({"error": {"code": UpstreamRefused.code, "message": message}})
-    return UpstreamRefused(status, body, "application/json", message)
 
 
 def load_schema(path: str) -> dict[str, Any]:
@@ -188,17 +216,6 @@ def load_schema(path: str) -> dict[str, Any]:
         raise ConfigError("INPUT_SCHEMA", f"{path!r}: {problem}")
     assert isinstance(schema, dict)
     return schema
-
-
-def _json(payload: bytes, content_type: str) -> JsonValue:
-    """The parsed body; ValueError unless it is JSON by its Content-Type (aiohttp says
-    application/octet-stream when there is none) and by its bytes."""
-    if content_type not in ("application/json", "application/octet-stream") and not content_type.endswith(
-        "+json"
-    ):
-        raise ValueError(f"Content-Type {content_type}")
-    value: JsonValue = orjson.loads(payload)  # JSONDecodeError is a ValueError
-    return value
 
 
 def _result(result: Any, _query: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from service.errors import InvalidInput, Overloaded, PredcacheError, UpstreamRefused
+from service.errors import InvalidInput, PredcacheError, UpstreamRefused
 
 JSON = "application/json"
 # The upstream's headers a client needs with its refusal: when to come back (429, 503).
@@ -37,6 +37,10 @@ class GatewayRefused(PredcacheError):
         self.type = type
         self.param = param
         self.code = code or "invalid_request"
+
+    def response_headers(self) -> dict[str, str]:
+        # RFC 9110, 11.6.1: a 401 says how to authenticate.
+        return {"WWW-Authenticate": 'Bearer realm="predcache"'} if self.status == 401 else {}
 
 
 class UpstreamAnswered(UpstreamRefused):
@@ -72,8 +76,7 @@ def openai_error(exc: PredcacheError) -> web.Response:
             param = exc.fields[0].field
         body = error_body(exc.message, _type_of(exc.status), param=param, code=exc.code)
     response = web.Response(status=exc.status, body=body, headers={"Content-Type": JSON})
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
+    response.headers.update(exc.response_headers())  # Retry-After, WWW-Authenticate
     return response
 
 

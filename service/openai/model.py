@@ -27,6 +27,9 @@ from service.openai.sse import encode_event
 from service.openai.upstream import OpenAIUpstream, UpstreamFailed, base_url
 from service.settings.config import Settings
 
+# UPSTREAM_MAX_RESPONSE_BYTES unset: an LLM's answer or stream (or a batch of embeddings) may be long.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
 
 class OpenAIUpstreamModel:
     """The model of `MODEL=openai+http(s)://HOST:PORT/v1`: its version is MODEL_VERSION."""
@@ -72,7 +75,7 @@ class OpenAIUpstreamModel:
             base_url(settings.model),
             timeout_s=settings.model_timeout_s,
             max_connections=settings.upstream_max_connections,
-            max_response_bytes=settings.upstream_max_response_bytes,
+            max_response_bytes=settings.upstream_max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
         )
         return cls(upstream, settings.model_version, scope)
 

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from service.errors import ModelFailed
 from service.models.json_inputs import JsonObject
 from service.openai.errors import PASSED_HEADERS, UpstreamAnswered, error_body
 from service.openai.sse import ServerSentEvent, SseDecoder
@@ -25,9 +26,10 @@ _REFUSAL_TEXT_CHARS = 500
 _READ_BYTES = 64 * 1024
 
 
-class UpstreamFailed(Exception):
+class UpstreamFailed(ModelFailed):
     """The upstream gave no usable answer: unreachable, a 5xx or a redirect, a body that is not
-    what was asked for, or more bytes than allowed. Never stored; details go to the log."""
+    what was asked for, or more bytes than allowed. Never stored; details go to the log. Its
+    message is predcache's own words: the runner shows it to the client (service.errors.ModelFailed)."""
 
 
 class UpstreamCut(UpstreamFailed):

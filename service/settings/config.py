@@ -50,7 +50,8 @@ class Settings:
     upstream_api_key: str | None = field(default=None, repr=False)
     gateway_api_keys: tuple[str, ...] = field(default=(), repr=False)
     cache_sampled: bool = True
-    upstream_max_response_bytes: int = 32 * 1024 * 1024
+    # None: each kind of upstream's own default (4 MiB for a model server, 32 MiB for the gateway).
+    upstream_max_response_bytes: int | None = None
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 64
     breaker_cooldown_s: float = 1.0

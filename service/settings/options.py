@@ -267,8 +267,10 @@ OPTIONS: tuple[Option, ...] = (
         "--upstream-max-response-bytes",
         "UPSTREAM_MAX_RESPONSE_BYTES",
         int_between(1024, 1 << 34),
-        "LLM gateway: most bytes read from one upstream answer or stream; past it the answer fails "
-        "(503, nothing stored)",
+        "upstream mode and LLM gateway: most bytes read from one upstream answer or stream, checked "
+        "while reading; past it a model server's answer is a 502 and its connection is dropped (its "
+        "error bodies: 64 KiB at most), the gateway's fails (503, nothing stored); unset: 4 MiB for a "
+        "model server, 32 MiB for the gateway",
     ),
     Option(
         "redis_timeout_s",

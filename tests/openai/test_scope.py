@@ -103,6 +103,7 @@ async def test_gateway_api_keys_admit_only_their_bearers(
     for authorization in (None, "Bearer t3", "Basic t1", "Bearer "):
         refused = await post(client, authorization)
         assert refused.status == 401
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")  # RFC 6750, 3
         error = orjson.loads(await refused.read())["error"]
         assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
     assert scripted.calls == []

@@ -178,19 +178,23 @@ class TypedModel:
 
 
 class BatchTypedModel(TypedModel):
-    """The typed test model with `predict_batch`: each call's size is recorded in `batches`, and a
-    batch holding a pair in `poison` fails as a whole."""
+    """The typed test model with `predict_batch`: each call's size is recorded in `batches`; a
+    batch holding a pair in `poison` fails as a whole, with every pair of the batch in the exception's
+    text (as a careless model's message would); a pair in `broken` fails alone, returned as an
+    exception in the results."""
 
     def __init__(self, *, version: str = "batch-test", latency_s: float = 0.0) -> None:
         super().__init__(version=version, latency_s=latency_s)
         self.batches: list[int] = []
         self.poison: frozenset[str] = frozenset()
+        self.broken: frozenset[str] = frozenset()
 
     async def predict_batch(self, queries: list[Quote]) -> list[Band | object]:
         self.batches.append(len(queries))
         await asyncio.sleep(self.latency_s)
-        if any(query.pair in self.poison for query in queries):
-            raise ModelSickError("a poisoned batch")
+        pairs = [query.pair for query in queries]
+        if self.poison.intersection(pairs):
+            raise ModelSickError(f"poison key in batch of {len(pairs)}: {' '.join(pairs)}")
         self.latency_s, latency = 0.0, self.latency_s  # the items' own calls must not sleep again
         try:
             return [await self._one(query) for query in queries]
@@ -198,6 +202,8 @@ class BatchTypedModel(TypedModel):
             self.latency_s = latency
 
     async def _one(self, query: Quote) -> Band | object:
+        if query.pair in self.broken:
+            return ModelSickError(f"cannot predict {query.pair}")
         try:
             return await self.predict(query)
         except UnknownInput as exc:

@@ -90,8 +90,8 @@ class Lookup:
         )
         if entry is None or not entry.generation.covers(generation) or not self._runner.is_output(entry.body):
             if raw is None and local is not None and local.generation.covers(generation):
-                # Computed while the cache was down (or its store failed): still good, and written
-                # back by its next refresh rather than all such copies at once.
+                # Computed while the cache was down (or its store failed): still good, and on its
+                # way to the cache (see write_back.py).
                 self._metrics.local_answers.inc()
                 return local.entry
             if count:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from service.caching.backends import CacheBackend
+from service.caching.backends import CacheBackend, RedisBackend
 from service.caching.entry import DEFAULT_MAX_ENTRY_BYTES, CachedPrediction
 from service.caching.fleet import Filled, Fleet
 from service.caching.freshness import ANY_AGE, Freshness, Lifetimes, Outcome, classify
@@ -26,6 +26,7 @@ from service.caching.invalidation import Invalidation
 from service.caching.lookup import Lookup
 from service.caching.near_cache import NearCache, NearEntry
 from service.caching.singleflight import SingleFlight
+from service.caching.write_back import WriteBack
 from service.errors import PredcacheError, UnknownInput
 from service.metrics import Metrics
 from service.models.inputs import ModelInput
@@ -95,6 +96,12 @@ class Predictions:
             )
         )
         self.in_flight: SingleFlight[str, Filled] = SingleFlight()
+        # Only Redis can fail a write; the embedded cache never does.
+        self.write_back = (
+            WriteBack(cache, self.near, self.generations, metrics, grace_s=grace_s)
+            if isinstance(cache, RedisBackend)
+            else None
+        )
         self.invalidation = Invalidation(
             cache=cache, near=self.near, in_flight=self.in_flight, fleet=fleet, generations=self.generations
         )
@@ -276,8 +283,10 @@ class Predictions:
         if stored:
             self._metrics.cache_writes.inc()
         # Even unstored (Redis down), the fresh answer replaces a stale near copy, which would
-        # otherwise start refresh after refresh until it expired.
+        # otherwise start refresh after refresh until it expired; it is written back from there.
         self.near.remember(entry, generation, epoch)
+        if not stored and self.write_back is not None:
+            self.write_back.add(key)
         return Filled(entry, stored=stored, from_other_replica=False)
 
     async def _predict(self, key: str, model_input: ModelInput, generation: Generation) -> CachedPrediction:
@@ -300,6 +309,8 @@ class Predictions:
     async def close(self) -> None:
         """At shutdown, once requests have drained: stop fills in flight, finish announcements."""
         await self.in_flight.close()
+        if self.write_back is not None:
+            await self.write_back.close()
         await self.runner.close()
         if self.fleet is not None:
             await self.fleet.close()

@@ -8,8 +8,8 @@ holds lower values than the ones the replicas have seen. So each replica keeps t
 seen (the model-wide one for ever, a key's for `remember_s`: past that, every entry computed before
 the bump is too old to serve anyway), reads through the maximum, and writes it back: the model-wide
 counter every second, each key's when a read or a lowered model-wide counter shows Redis lost it.
-Counters are only ever raised (the Lua script below), and a bump starts from the wall clock in
-milliseconds, so a bump made after Redis lost a counter still lands above every value seen before.
+Counters are only ever raised (the backend's `advance`, a Lua script in Redis), and a bump starts
+from the wall clock in milliseconds, so a bump made after Redis lost a counter still lands above every value seen before.
 
 The race this prevents, step by step (DELETE /cache/K while K's model call runs, then a restart):
 1. Replica A reads K: generation (0, 0), no entry; A calls the model.
@@ -18,8 +18,9 @@ The race this prevents, step by step (DELETE /cache/K while K's model call runs,
 3. Redis restarts empty: K's counter is gone, so Redis would say (0, 0) again.
 4. A's call returns. A knows (0, t), which (0, 0) does not cover: A serves the answer to the requests
    that asked before the DELETE and stores it nowhere.
-5. Any read of K on A or B takes max(Redis's 0, t) = t: an entry of (0, 0) planted meanwhile is a
-   miss, and the read puts t back in Redis for replicas that never saw it.
+5. Any read of K on A or B takes max(Redis's 0, t) = t: an entry of (0, 0) stored meanwhile (by a
+   replica that had not heard of the DELETE) is a miss, and the next refresh puts t back in Redis
+   for replicas that never saw it.
 Were every replica restarted too, nothing would remember t: see docs/how-it-caches/invalidation.md.
 """
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from service.caching.backends import CacheBackend, MemoryBackend, RedisBackend
 from service.caching.fleet import Fleet
-from service.caching.generation import ModelGeneration
+from service.caching.generation import Generations
 from service.caching.predictions import Predictions
 from service.http import appkeys as keys
 from service.http.front_page import build_front_page
@@ -186,10 +186,16 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
                 model_timeout_s=settings.model_timeout_s,
             )
             fleet.events.start()
-        model_generation = ModelGeneration(cache, keyspace.model_generation_key(runner.version))
+        generations = Generations(
+            cache,
+            runner.version,
+            # A key's bumped counter is remembered as long as an entry computed before it could live.
+            remember_s=settings.ttl_s + settings.grace_s + settings.model_timeout_s,
+            max_keys=settings.cache_max_entries,
+        )
         # Before the first request: a replica joining after a DELETE /cache must know of it.
-        await model_generation.refresh()
-        model_generation.start()
+        await generations.refresh()
+        generations.start()
         predictions = Predictions(
             runner=runner,
             cache=cache,
@@ -202,7 +208,7 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             near_max_bytes=settings.near_max_bytes,
             max_entry_bytes=settings.cache_max_entry_bytes,
             fleet=fleet,
-            model_generation=model_generation,
+            generations=generations,
         )
         if cache is not None:
             metrics.local_only.set_function(lambda: float(cache.state != "ok"))
@@ -221,7 +227,7 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
         log.info("model %s loaded (%s)", runner.version, redact_url(settings.model))
         yield
         await predictions.close()
-        await model_generation.close()
+        await generations.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
     return context

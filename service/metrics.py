@@ -44,6 +44,15 @@ class Metrics:
             "cache writes that failed (the request was still served)",
             registry=r,
         )
+        write_backs = Counter(
+            "predcache_cache_write_backs",
+            "predictions computed while Redis could not store them, written back once it answered"
+            " (result=written), or not, a newer entry being there (result=newer_kept)",
+            ["result"],
+            registry=r,
+        )
+        self.write_backs_written = write_backs.labels("written")
+        self.write_backs_newer_kept = write_backs.labels("newer_kept")
         self.cache_oversized = Counter(
             "predcache_cache_oversized",
             "predictions served but not cached: larger than CACHE_MAX_ENTRY_BYTES",

@@ -43,12 +43,32 @@ async def test_memory_is_bounded_least_recently_used_first() -> None:
     assert await cache.get_many(["b", "a"]) == [None, b"1"]
 
 
-async def test_memory_counters_are_never_evicted() -> None:
+async def test_memory_counters_are_never_evicted_nor_lowered() -> None:
     cache = MemoryBackend(1, clock=Clock())
-    assert await cache.incr("generation") == 1
+    assert await cache.advance("generation", 0, step=1) == (None, 1)
     await cache.set("a", b"1", 10)
     await cache.set("b", b"2", 10)
-    assert await cache.incr("generation") == 2
+    assert await cache.advance("generation", 0, step=1) == (1, 2)
+    assert await cache.advance("generation", 7) == (2, 7)
+    assert await cache.advance("generation", 3) == (7, 7)
+
+
+@pytest.mark.redis
+async def test_redis_counters_are_raised_never_lowered(redis: Redis, model_version: str) -> None:
+    """The generation counters' one operation: max(stored, floor) + step, atomically, in Redis."""
+    backend = RedisBackend(
+        redis, metrics=Metrics(), timeout_s=1.0, breaker=CircuitBreaker(cooldown_s=1), owns_client=False
+    )
+    key = f"predcache:{{{model_version}}}:generation"
+    assert await backend.advance(key, 0) == (None, 0)
+    assert await redis.get(key) == b"0"  # present from now on: its absence later means Redis lost it
+    assert await backend.advance(key, 1_700_000_000_000, step=1) == (0, 1_700_000_000_001)
+    assert await backend.advance(key, 5) == (1_700_000_000_001, 1_700_000_000_001)
+    assert await backend.advance(key, 5, step=1) == (1_700_000_000_001, 1_700_000_000_002)
+    assert await redis.get(key) == b"1700000000002"
+    await redis.set(key, b"not a counter")
+    assert await backend.advance(key, 3) == (None, 3)
+    await redis.delete(key)
 
 
 async def test_redis_backend_round_trip_with_expiry() -> None:
@@ -59,7 +79,6 @@ async def test_redis_backend_round_trip_with_expiry() -> None:
     assert 2000 < await client.pttl("k") <= 2500
     assert await backend.delete("k")
     assert await backend.get_many(["k"]) == [None]
-    assert await backend.incr("gen") == 1
 
 
 async def test_unreachable_redis_is_unavailable_not_an_exception() -> None:
@@ -105,7 +124,7 @@ async def test_a_frozen_redis_costs_a_request_one_budget_not_three(private_redis
         started = time.monotonic()
         assert await backend.get_many(["k"]) is Miss.UNAVAILABLE
         assert not await backend.set("k", b"v", 1)
-        assert await backend.incr("lease") is Miss.UNAVAILABLE
+        assert await backend.advance("generation", 0) is Miss.UNAVAILABLE
         assert time.monotonic() - started < 0.25
     finally:
         private_redis.thaw()

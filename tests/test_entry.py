@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from service.caching.entry import CachedPrediction
+from service.caching.generation import Generation
 from tests.support.keys import pair_entry, pair_input
 
 KEY = "predcache:v1:0123456789abcdef"
@@ -13,7 +14,9 @@ ETH_EUR = pair_input("ETH-EUR").canonical
 
 
 def test_round_trip_keeps_body_bytes_and_metadata() -> None:
-    entry = pair_entry(KEY, "ETH-EUR", 2917.5, predicted_at=1_700_000_000.25, generation=3)
+    entry = pair_entry(
+        KEY, "ETH-EUR", 2917.5, predicted_at=1_700_000_000.25, generation=Generation(3, 1_700_000_000_000)
+    )
     decoded = CachedPrediction.decode(KEY, ETH_EUR, entry.encode())
     assert decoded == entry
 
@@ -55,3 +58,13 @@ def test_a_value_over_the_size_cap_is_a_miss() -> None:
     raw = pair_entry(KEY, "ETH-EUR", 1.0).encode()
     assert CachedPrediction.decode(KEY, ETH_EUR, raw, max_bytes=len(raw)) is not None
     assert CachedPrediction.decode(KEY, ETH_EUR, raw, max_bytes=len(raw) - 1) is None
+
+
+def test_an_entry_of_the_previous_format_is_a_miss() -> None:
+    """Before #21 "gen" held the sum of both counters and there was no "kgen": such an entry cannot
+    say which invalidations it came after, so it is recomputed once rather than trusted."""
+    raw = pair_entry(KEY, "ETH-EUR", 1.0).encode()
+    meta, _, body = raw.partition(b"\n")
+    old = orjson.loads(meta)
+    del old["kgen"]
+    assert CachedPrediction.decode(KEY, ETH_EUR, orjson.dumps(old) + b"\n" + body) is None

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from service.caching.entry import CachedPrediction
+from service.caching.generation import ZERO
 from service.http.responses import HitHeaders
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel
@@ -44,7 +45,7 @@ EXPORTED = {
 def test_hit_headers_are_those_of_the_moment_and_built_once_per_tick() -> None:
     now = [0.0]
     headers = HitHeaders(grace_s=5.0, clock=lambda: now[0])
-    entry = CachedPrediction("k", b"{}", b"{}", 1000.3, 0.1, 4.6, 4.6, 0)
+    entry = CachedPrediction("k", b"{}", b"{}", 1000.3, 0.1, 4.6, 4.6, ZERO)
     built: list[tuple[tuple[int, int], CIMultiDict[str]]] = []
     # From before the entry's own time (another replica's clock ahead of ours) to past its expiry.
     for step in range(0, 800):
@@ -63,7 +64,7 @@ def test_hit_headers_are_those_of_the_moment_and_built_once_per_tick() -> None:
     fresh = [values for values, _ in built if values[1] > 0]
     assert len(fresh) <= 2 * len(set(fresh)) < 20
     # A refreshed entry under the same key gets its own headers at once.
-    refreshed = CachedPrediction("k", b"{}", b"{}", now[0], 0.1, 4.6, 4.6, 0)
+    refreshed = CachedPrediction("k", b"{}", b"{}", now[0], 0.1, 4.6, 4.6, ZERO)
     assert headers(refreshed)["Age"] == "0"
 
 

@@ -104,3 +104,27 @@ async def test_error_with_no_waiter_left_is_not_reported_as_unretrieved() -> Non
     await asyncio.sleep(0)
     assert reported == []
     assert len(flights) == 0
+
+
+async def test_a_detached_call_keeps_its_callers_and_takes_no_new_ones() -> None:
+    """What an invalidation does to a call in flight: its callers get its answer, a caller after the
+    invalidation starts a call of its own, and shutdown still cancels both."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    old, new = Call(), Call()
+    before = asyncio.create_task(flights.do("k", old))
+    await asyncio.sleep(0)
+    flights.detach("k")
+    after = asyncio.create_task(flights.do("k", new))
+    await asyncio.sleep(0.01)
+    assert (old.count, new.count) == (1, 1)
+    old.release.set()
+    assert await before == ("result-1", False)
+    new.release.set()
+    assert await after == ("result-1", False)
+    hanging = Call()
+    stuck = asyncio.create_task(flights.do("k", hanging))
+    await asyncio.sleep(0.01)
+    flights.detach()
+    await flights.close()
+    with pytest.raises(asyncio.CancelledError):
+        await stuck

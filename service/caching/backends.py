@@ -39,8 +39,9 @@ class CacheBackend(Protocol):
     async def delete(self, key: str) -> bool:
         """Remove `key`; False when the store could not."""
 
-    async def incr(self, key: str) -> int | Miss:
-        """Add one to the counter under `key` (which never expires) and return it."""
+    async def advance(self, key: str, floor: int, step: int = 0) -> tuple[int | None, int] | Miss:
+        """Set the counter under `key` (which never expires) to `step` more than the higher of its
+        value and `floor`: never lower. Its value before (None where absent) and after."""
 
     async def close(self) -> None: ...
 
@@ -85,12 +86,27 @@ class MemoryBackend:
         self._entries.pop(key, None)
         return True
 
-    async def incr(self, key: str) -> int | Miss:
-        self._counters[key] = self._counters.get(key, 0) + 1
-        return self._counters[key]
+    async def advance(self, key: str, floor: int, step: int = 0) -> tuple[int | None, int] | Miss:
+        before = self._counters.get(key)
+        self._counters[key] = max(-1 if before is None else before, floor) + step
+        return before, self._counters[key]
 
     async def close(self) -> None:
         self._entries.clear()
+
+
+# KEYS[1]: a counter (a generation, see generation.py). ARGV[1]: the least value it may hold after
+# this call. ARGV[2]: what to add on top of the higher of the two (0 or 1).
+# Returns {its value before (-1 where absent or not a number), its value after}. The counter is never
+# lowered, and written only when it changes: a replica raising it to what it has seen costs a read.
+_ADVANCE = """
+local before = tonumber(redis.call('GET', KEYS[1])) or -1
+local after = math.max(before, tonumber(ARGV[1])) + tonumber(ARGV[2])
+if after ~= before then
+    redis.call('SET', KEYS[1], string.format('%d', after))
+end
+return {before, after}
+"""
 
 
 class RedisBackend(RedisCommands):
@@ -117,6 +133,7 @@ class RedisBackend(RedisCommands):
         # A batch reads keys of many slots: a cluster splits the MGET by slot (each key's entry and
         # generation still share one), where one Redis answers it in one command.
         self._mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
+        self._advance = client.register_script(_ADVANCE)
 
     async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
         groups = self.nodes.by_node(keys)
@@ -150,5 +167,9 @@ class RedisBackend(RedisCommands):
     async def delete(self, key: str) -> bool:
         return not isinstance(await self.call("DEL", key, lambda: self.client.delete(key)), Miss)
 
-    async def incr(self, key: str) -> int | Miss:
-        return await self.call("INCR", key, lambda: self.client.incr(key))
+    async def advance(self, key: str, floor: int, step: int = 0) -> tuple[int | None, int] | Miss:
+        reply = await self.call("EVALSHA advance", key, lambda: self._advance([key], [floor, step]))
+        if isinstance(reply, Miss):
+            return reply
+        before, after = (int(value) for value in cast("list[int]", reply))
+        return (None if before < 0 else before), after

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from service.caching.generation import ZERO, Generation
+
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 
 
@@ -23,7 +25,7 @@ class CachedPrediction:
     model_duration_s: float  # how long the model took, for refreshing early enough
     fresh_s: float  # served as fresh this long after predicted_at (the TTL, jittered down)
     refresh_s: float  # from this age on, the next reader refreshes it early, in the background
-    generation: int  # the cache generation it was written in; a bumped generation disowns it
+    generation: Generation  # the counters it was computed under; a bump of either disowns it
 
     def encode(self) -> bytes:
         meta = orjson.dumps(
@@ -35,7 +37,8 @@ class CachedPrediction:
                 "model_s": self.model_duration_s,
                 "fresh_s": self.fresh_s,
                 "refresh_s": self.refresh_s,
-                "gen": self.generation,
+                "gen": self.generation.model,
+                "kgen": self.generation.key,
             }
         )
         return meta + b"\n" + self.body
@@ -61,7 +64,8 @@ class CachedPrediction:
             model_duration_s = float(meta["model_s"])
             fresh_s = float(meta["fresh_s"])
             refresh_s = float(meta["refresh_s"])
-            generation = int(meta["gen"])
+            generation = Generation(int(meta["gen"]), int(meta["kgen"]))
+            generation = generation if any(generation) else ZERO  # one object for the usual case
         except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, TypeError, ValueError):
             return None
         body = raw[meta_end + 1 :]

@@ -15,6 +15,7 @@ from typing import Any
 
 from service.caching.backends import Miss
 from service.caching.entry import CachedPrediction
+from service.caching.generation import Generation
 from service.errors import ModelError, ModelTimeout, UnknownInput
 from service.metrics import Metrics
 from service.redis.events import Events
@@ -36,8 +37,8 @@ class Filled:
 
 # What a fill needs from the cache it fills: a read of the key (its generation and entry, if any)
 # and a model call stored under a generation.
-Read = Callable[[], Awaitable[tuple[int, CachedPrediction | None]]]
-Compute = Callable[[int], Awaitable[Filled]]
+Read = Callable[[], Awaitable[tuple[Generation, CachedPrediction | None]]]
+Compute = Callable[[Generation], Awaitable[Filled]]
 
 
 class Fleet:
@@ -54,7 +55,7 @@ class Fleet:
         self._background: set[asyncio.Task[None]] = set()
 
     async def fill(
-        self, key: str, label: str, generation: int, newer_than: float, *, read: Read, compute: Compute
+        self, key: str, label: str, generation: Generation, newer_than: float, *, read: Read, compute: Compute
     ) -> Filled:
         """A prediction newer than `newer_than`: computed here, or by the replica holding the lease."""
         loop = asyncio.get_running_loop()
@@ -97,7 +98,7 @@ class Fleet:
     async def _fill_holding(
         self,
         key: str,
-        generation: int,
+        generation: Generation,
         newer_than: float,
         token: str,
         read: Read,

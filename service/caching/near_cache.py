@@ -18,12 +18,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from service.caching.entry import CachedPrediction
+from service.caching.generation import Generation
 
 
 @dataclass(frozen=True, slots=True)
 class NearEntry:
     entry: CachedPrediction
-    generation: int
+    generation: Generation
     until: float  # monotonic time until which it is trusted without asking the cache
     size: int  # bytes it holds, for the bound
 
@@ -48,7 +49,7 @@ class NearCache:
         """The copy of `key`, whether or not it is still trusted (`until`)."""
         return self._entries.get(key)
 
-    def remember(self, entry: CachedPrediction, generation: int, epoch: int) -> None:
+    def remember(self, entry: CachedPrediction, generation: Generation, epoch: int) -> None:
         """Keep `entry`, unless something was forgotten since `epoch` (when it was read)."""
         if epoch != self.epoch:
             return

@@ -17,15 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from service.caching.backends import CacheBackend
+from service.caching.backends import CacheBackend, RedisBackend
 from service.caching.entry import DEFAULT_MAX_ENTRY_BYTES, CachedPrediction
 from service.caching.fleet import Filled, Fleet
 from service.caching.freshness import ANY_AGE, Freshness, Lifetimes, Outcome, classify
-from service.caching.generation import ModelGeneration
+from service.caching.generation import ZERO, Generation, Generations
 from service.caching.invalidation import Invalidation
 from service.caching.lookup import Lookup
 from service.caching.near_cache import NearCache, NearEntry
 from service.caching.singleflight import SingleFlight
+from service.caching.write_back import WriteBack
 from service.errors import PredcacheError, UnknownInput
 from service.metrics import Metrics
 from service.models.inputs import ModelInput
@@ -63,7 +64,7 @@ class Predictions:
         near_max_bytes: int = 64 * 1024 * 1024,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         fleet: Fleet | None = None,
-        model_generation: ModelGeneration | None = None,
+        generations: Generations | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -77,10 +78,10 @@ class Predictions:
         self._metrics = metrics
         self._clock = clock
         # Read from no cache on every request: kept in process, see generation.py.
-        self.model_generation = (
-            ModelGeneration(cache, keyspace.model_generation_key(runner.version))
-            if model_generation is None
-            else model_generation
+        self.generations = (
+            Generations(cache, runner.version, remember_s=ttl_s + grace_s + runner.timeout_s)
+            if generations is None
+            else generations
         )
         self.lookup = (
             None
@@ -90,13 +91,19 @@ class Predictions:
                 self.near,
                 runner,
                 metrics,
-                model_generation=self.model_generation,
+                generations=self.generations,
                 max_entry_bytes=max_entry_bytes,
             )
         )
         self.in_flight: SingleFlight[str, Filled] = SingleFlight()
+        # Only Redis can fail a write; the embedded cache never does.
+        self.write_back = (
+            WriteBack(cache, self.near, self.generations, metrics, grace_s=grace_s)
+            if isinstance(cache, RedisBackend)
+            else None
+        )
         self.invalidation = Invalidation(
-            cache=cache, near=self.near, fleet=fleet, model_generation=self.model_generation
+            cache=cache, near=self.near, in_flight=self.in_flight, fleet=fleet, generations=self.generations
         )
 
     def key_for(self, model_input: ModelInput) -> str:
@@ -110,7 +117,7 @@ class Predictions:
         key = self.key_for(model_input)
         if self.cache is None:
             # The no-cache baseline: every request pays for its own model call.
-            return Answer(await self._predict(key, model_input, generation=0), Outcome.MISS)
+            return Answer(await self._predict(key, model_input, generation=ZERO), Outcome.MISS)
 
         near = self.near.get(key)
         if near is not None and near.is_trusted():
@@ -143,7 +150,7 @@ class Predictions:
         a single request for one key share a model call, and the runner batches the fills)."""
         keys = [self.key_for(model_input) for model_input in inputs]
         results: list[Answer | PredcacheError | None] = [None] * len(inputs)
-        found: dict[int, tuple[int, CachedPrediction | None]] = {}
+        found: dict[int, tuple[Generation, CachedPrediction | None]] = {}
         unread: list[tuple[int, NearEntry | None]] = []
         for i, model_input in enumerate(inputs):
             try:
@@ -163,7 +170,7 @@ class Predictions:
         async def settle(i: int) -> Answer | PredcacheError:
             try:
                 if self.cache is None:
-                    return Answer(await self._predict(keys[i], inputs[i], generation=0), Outcome.MISS)
+                    return Answer(await self._predict(keys[i], inputs[i], generation=ZERO), Outcome.MISS)
                 generation, cached = found[i]
                 return await self._serve(keys[i], inputs[i], generation, cached, freshness)
             except PredcacheError as exc:
@@ -178,7 +185,7 @@ class Predictions:
         self,
         key: str,
         model_input: ModelInput,
-        generation: int,
+        generation: Generation,
         cached: CachedPrediction | None,
         freshness: Freshness,
     ) -> Answer:
@@ -216,12 +223,14 @@ class Predictions:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    async def _read(self, key: str, model_input: ModelInput) -> tuple[int, CachedPrediction | None]:
+    async def _read(self, key: str, model_input: ModelInput) -> tuple[Generation, CachedPrediction | None]:
         """The current generation and the entry of it under `key` (a fill's re-read)."""
         assert self.lookup is not None
         return (await self.lookup.read_many([(key, model_input, None)]))[0]
 
-    def _refresh(self, key: str, model_input: ModelInput, generation: int, cached: CachedPrediction) -> bool:
+    def _refresh(
+        self, key: str, model_input: ModelInput, generation: Generation, cached: CachedPrediction
+    ) -> bool:
         """Start a background refresh of `key` unless one is in flight; True if this call started it."""
         if key in self.in_flight:
             return False
@@ -231,7 +240,9 @@ class Predictions:
 
     # -- filling ------------------------------------------------------------------------------------
 
-    async def _fill(self, key: str, model_input: ModelInput, generation: int, newer_than: float) -> Filled:
+    async def _fill(
+        self, key: str, model_input: ModelInput, generation: Generation, newer_than: float
+    ) -> Filled:
         if self.fleet is None:
             return await self._compute_and_store(key, model_input, generation)
         return await self.fleet.fill(
@@ -243,12 +254,18 @@ class Predictions:
             compute=lambda generation: self._compute_and_store(key, model_input, generation),
         )
 
-    async def _compute_and_store(self, key: str, model_input: ModelInput, generation: int) -> Filled:
+    async def _compute_and_store(self, key: str, model_input: ModelInput, generation: Generation) -> Filled:
         assert self.cache is not None
         epoch = self.near.epoch
+        # The call starts after every invalidation this replica knows of by now.
+        generation = generation.newest(self.generations.current(key))
         entry = await self._predict(key, model_input, generation)
         if isinstance(entry.body, UncachedBody):
             # The model said to serve this answer but not store it (see contract.Uncached).
+            return Filled(entry, stored=False, from_other_replica=False)
+        if not generation.covers(self.generations.current(key)):
+            # Invalidated while the model ran: the requests that asked before get it (later ones
+            # started a call of their own, see Invalidation), and no cache keeps it.
             return Filled(entry, stored=False, from_other_replica=False)
         raw = entry.encode()
         if len(raw) > self.max_entry_bytes:
@@ -266,11 +283,13 @@ class Predictions:
         if stored:
             self._metrics.cache_writes.inc()
         # Even unstored (Redis down), the fresh answer replaces a stale near copy, which would
-        # otherwise start refresh after refresh until it expired.
+        # otherwise start refresh after refresh until it expired; it is written back from there.
         self.near.remember(entry, generation, epoch)
+        if not stored and self.write_back is not None:
+            self.write_back.add(key)
         return Filled(entry, stored=stored, from_other_replica=False)
 
-    async def _predict(self, key: str, model_input: ModelInput, generation: int) -> CachedPrediction:
+    async def _predict(self, key: str, model_input: ModelInput, generation: Generation) -> CachedPrediction:
         started = time.perf_counter()
         body = await self.runner.predict(model_input)
         # Queueing included: it is what a refresh has to start ahead of expiry to hide.
@@ -290,6 +309,8 @@ class Predictions:
     async def close(self) -> None:
         """At shutdown, once requests have drained: stop fills in flight, finish announcements."""
         await self.in_flight.close()
+        if self.write_back is not None:
+            await self.write_back.close()
         await self.runner.close()
         if self.fleet is not None:
             await self.fleet.close()

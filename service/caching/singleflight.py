@@ -22,6 +22,7 @@ class SingleFlight(Generic[K, V]):
 
     def __init__(self) -> None:
         self._tasks: dict[K, asyncio.Task[V]] = {}
+        self._detached: set[asyncio.Task[V]] = set()  # still running for their callers; see detach
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -58,9 +59,18 @@ class SingleFlight(Generic[K, V]):
         if not task.cancelled():
             task.exception()
 
+    def detach(self, key: K | None = None) -> None:
+        """Later callers for `key` (None: for every key) start a call of their own; the callers
+        already waiting keep theirs. For a call that an invalidation made out of date mid-flight."""
+        for k in list(self._tasks) if key is None else [key]:
+            task = self._tasks.pop(k, None)
+            if task is not None and not task.done():
+                self._detached.add(task)
+                task.add_done_callback(self._detached.discard)
+
     async def close(self) -> None:
         """Cancel what is still in flight (at shutdown, after requests have drained)."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._detached]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -2,7 +2,9 @@
 pubsub.py): "K was stored", "K's model call failed", "the cache was cleared".
 
 Each process keeps one subscription; waiters register before they look, so an event published after
-they register is never missed. Pub/sub is best effort: waiters also poll, slowly.
+they register is never missed. Pub/sub is best effort: waiters also poll, slowly. Every message starts
+with its publisher's origin, so that listeners hear only the other replicas: a replica's own "stored"
+must not drop the copy it has just stored.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 # refused the input), so that waiters on other replicas answer with the same error instead of
 # calling the model again.
 FAILURES = ("timeout", "error", "unknown")
+
+# `<origin> <message>`: the origin is this many hex digits, random per process (per Events).
+ORIGIN_HEX = 16
 
 
 @dataclass(eq=False)
@@ -41,6 +47,7 @@ class Events:
         self._waiters: dict[str, set[Watch]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._reader: asyncio.Task[None] | None = None
+        self.origin = secrets.token_hex(ORIGIN_HEX // 2)
 
     def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever())
@@ -52,7 +59,7 @@ class Events:
                 await self._reader
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(message)` for every event any replica publishes."""
+        """Call `listener(message)` for every event another replica publishes."""
         self._listeners.append(listener)
 
     @contextlib.contextmanager
@@ -69,14 +76,18 @@ class Events:
                 del self._waiters[key]  # the table holds only keys being waited for
 
     async def publish(self, message: str) -> None:
-        await self._backend.call("PUBLISH", self.channel, lambda: self._route.publish(self.channel, message))
+        sent = f"{self.origin} {message}"
+        await self._backend.call("PUBLISH", self.channel, lambda: self._route.publish(self.channel, sent))
 
-    def _dispatch(self, message: str) -> None:
+    def _dispatch(self, received: str) -> None:
+        origin, sep, message = received.partition(" ")
+        if not sep or len(origin) != ORIGIN_HEX:
+            origin, message = "", received  # from a replica of a release before origins
         key, _, failure = message.partition("|")
         for watch in self._waiters.get(key, ()):
             watch.failure = failure if failure in FAILURES else None
             watch.woken.set()
-        if not failure:
+        if not failure and origin != self.origin:
             for listener in self._listeners:
                 listener(key)
 

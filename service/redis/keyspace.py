@@ -15,9 +15,17 @@ def entry_key(version: str, digest: str) -> str:
     return f"{PREFIX}{{{version}:{digest}}}"
 
 
+GENERATION_SUFFIX = ":generation"
+
+
 def key_generation_key(key: str) -> str:
     """The counter one input's invalidation bumps (same slot as `key`)."""
-    return key + ":generation"
+    return key + GENERATION_SUFFIX
+
+
+def key_of_generation_key(name: str) -> str | None:
+    """The cache key whose counter `name` is (`key_generation_key`'s inverse), or None."""
+    return name.removesuffix(GENERATION_SUFFIX) if name.endswith(GENERATION_SUFFIX) else None
 
 
 def lease_key(key: str) -> str:
@@ -27,7 +35,7 @@ def lease_key(key: str) -> str:
 
 def model_generation_key(version: str) -> str:
     """The counter `DELETE /cache` bumps: every entry of this model version becomes a miss."""
-    return f"{PREFIX}{{{version}}}:generation"
+    return f"{PREFIX}{{{version}}}{GENERATION_SUFFIX}"
 
 
 def events_channel(version: str) -> str:

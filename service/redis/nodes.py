@@ -82,7 +82,11 @@ class Nodes:
         if self._cluster is None:
             return self.single.breaker.is_closed
         if len(self._cluster.nodes_manager.slots_cache) < REDIS_CLUSTER_HASH_SLOTS:
-            return False  # a shard is down with no replica to take over: its keys have no cache
+            # A shard is down with no replica to take over, or the map was read while the cluster
+            # was forming: its keys have no cache. Asking re-reads the map (in the background, rate
+            # limited), or a partial map would last until a request for one of its keys failed.
+            self.refresh_topology()
+            return False
         return not self.open_primaries()
 
     def refresh_topology(self, failed: Node | None = None) -> None:

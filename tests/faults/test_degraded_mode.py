@@ -108,7 +108,8 @@ async def test_an_outage_costs_one_model_call_per_ttl_and_no_waiting(
     assert {r.cache for r in late} <= {"HIT", "STALE"}, sorted({r.cache for r in late})
     assert readiness["cache"] == "degraded"
     assert readiness["local_cache"] == {"entries": 1, "serving": True}
-    # The copy computed during the outage reaches Redis again on its next refresh.
+    # The copy computed during the outage reaches Redis again (within a second or two of Redis
+    # answering: tests/faults/test_write_back.py; the bound here is loose for three processes).
     assert written_back_s is not None
 
 

@@ -8,6 +8,7 @@ import time
 import orjson
 
 from service.caching.entry import CachedPrediction
+from service.caching.generation import ZERO, Generation
 from service.models.contract import PairQuery
 from service.models.inputs import InputCodec, ModelInput
 from service.redis import keyspace
@@ -24,7 +25,12 @@ def pair_key(version: str, pair: str) -> str:
 
 
 def pair_entry(
-    key: str, pair: str, price: float, *, predicted_at: float | None = None, generation: int = 0
+    key: str,
+    pair: str,
+    price: float,
+    *,
+    predicted_at: float | None = None,
+    generation: Generation = ZERO,
 ) -> CachedPrediction:
     """A well-formed entry for `pair` under `key`, fresh for a minute."""
     body = orjson.dumps(

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.errors import FieldError, InvalidInput, InvalidItem
+from service.models.json_bytes import dumps_kept
 
 # Long enough that a collision never happens by chance (and the entry's stored input is checked
 # anyway); short enough to keep Redis keys small.
@@ -127,7 +128,7 @@ class InputCodec:
         return inputs
 
     def canonical(self, value: Any) -> bytes:
-        return orjson.dumps(self.adapter.dump_python(value, mode="json"), option=orjson.OPT_SORT_KEYS)
+        return dumps_kept(self.adapter.dump_python(value, mode="json"), option=orjson.OPT_SORT_KEYS)
 
     def _refuse_unknown(self, fields: Mapping[str, object]) -> None:
         # Refused even where the input type would ignore them: an ignored field would still tell

@@ -94,7 +94,7 @@ def fill(url: str, keys: range, concurrency: int, *, on_progress: object = None)
 def _held(server: HttpServer) -> dict[str, object]:
     """What the service says it holds (/readyz), where it says it."""
     ready = json.loads(http_get(server.url + "/readyz"))
-    return {name: ready[name] for name in ("local_cache", "embedded_cache") if name in ready}
+    return {name: ready[name] for name in ("local_cache", "memory") if name in ready}
 
 
 def _service(env: dict[str, str], redis_url: str | None) -> HttpServer:

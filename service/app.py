@@ -43,6 +43,14 @@ Context = Callable[[web.Application], AsyncIterator[None]]
 
 # Redis connections opened at startup (the pool opens more on demand, up to REDIS_MAX_CONNECTIONS).
 WARM_CONNECTIONS = 32
+# The embedded cache's decoded copies of recent hits (its near-cache) take at most this share of
+# CACHE_MAX_BYTES, and its entries the rest: together they stay within it.
+EMBEDDED_COPIES_SHARE = 8
+
+
+def embedded_copies_bytes(settings: Settings) -> int:
+    """The near-cache's byte bound beside the embedded cache."""
+    return min(settings.near_max_bytes, settings.cache_max_bytes // EMBEDDED_COPIES_SHARE)
 
 
 def create_app(
@@ -104,9 +112,14 @@ def cache_context(settings: Settings, redis: RedisClient | None) -> Context:
             cache = None
         elif redis is None and settings.redis_url is None:
             log.info(
-                "no REDIS_URL: embedded in-process cache of at most %d entries", settings.cache_max_entries
+                "no REDIS_URL: embedded in-process cache of at most %d entries and %d bytes",
+                settings.cache_max_entries,
+                settings.cache_max_bytes,
             )
-            cache = MemoryBackend(settings.cache_max_entries)
+            cache = MemoryBackend(
+                settings.cache_max_entries,
+                max_bytes=settings.cache_max_bytes - embedded_copies_bytes(settings),
+            )
         else:
             cache = await _redis_backend(settings, redis, app[keys.METRICS])
         app[keys.CACHE] = cache
@@ -187,6 +200,7 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             )
             fleet.events.start()
         model_generation = ModelGeneration(cache, keyspace.model_generation_key(runner.version))
+        embedded = isinstance(cache, MemoryBackend)
         # Before the first request: a replica joining after a DELETE /cache must know of it.
         await model_generation.refresh()
         model_generation.start()
@@ -199,7 +213,9 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             xfetch_beta=settings.xfetch_beta,
             near_ttl_s=settings.near_ttl_s,
             near_max_entries=settings.cache_max_entries,
-            near_max_bytes=settings.near_max_bytes,
+            near_max_bytes=embedded_copies_bytes(settings) if embedded else settings.near_max_bytes,
+            # Beside the embedded cache a copy is only worth keeping while it spares a decoding.
+            near_keep_for_outages=not embedded,
             max_entry_bytes=settings.cache_max_entry_bytes,
             fleet=fleet,
             model_generation=model_generation,

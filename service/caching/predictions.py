@@ -61,6 +61,7 @@ class Predictions:
         near_ttl_s: float = 0.0,
         near_max_entries: int = 10_000,
         near_max_bytes: int = 64 * 1024 * 1024,
+        near_keep_for_outages: bool = True,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         fleet: Fleet | None = None,
         model_generation: ModelGeneration | None = None,
@@ -72,7 +73,12 @@ class Predictions:
         self.grace_s = grace_s
         self.fleet = fleet
         self.lifetimes = Lifetimes(ttl_s, xfetch_beta, rng)
-        self.near = NearCache(ttl_s=near_ttl_s, max_entries=near_max_entries, max_bytes=near_max_bytes)
+        self.near = NearCache(
+            ttl_s=near_ttl_s,
+            max_entries=near_max_entries,
+            max_bytes=near_max_bytes,
+            keep_for_outages=near_keep_for_outages,
+        )
         self.max_entry_bytes = max_entry_bytes
         self._metrics = metrics
         self._clock = clock

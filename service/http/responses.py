@@ -29,15 +29,21 @@ class HitHeaders:
     def __init__(self, *, grace_s: float, clock: Callable[[], float]) -> None:
         self._swr = f"stale-while-revalidate={int(grace_s)}"
         self._clock = clock
-        # key -> (the entry, until when its headers hold, the headers)
-        self._built: dict[str, tuple[CachedPrediction, float, CIMultiDict[str]]] = {}
+        # key -> (the entry's time and freshness, until when its headers hold, the headers). Not the
+        # entry itself: the memo must not keep alive a prediction the caches have let go.
+        self._built: dict[str, tuple[float, float, float, CIMultiDict[str]]] = {}
 
     def __call__(self, entry: CachedPrediction) -> CIMultiDict[str]:
         now = self._clock()
         built = self._built.get(entry.key)
-        # The entry itself, not only its key: a refreshed entry has other times.
-        if built is not None and built[0] is entry and now < built[1]:
-            return built[2]
+        # The entry's times, not only its key: a refreshed entry has other headers.
+        if (
+            built is not None
+            and now < built[2]
+            and built[0] == entry.predicted_at
+            and built[1] == entry.fresh_s
+        ):
+            return built[3]
         expires_at = entry.predicted_at + entry.fresh_s
         age = max(0, int(now - entry.predicted_at))
         ttl_left = max(0, int(expires_at - now))
@@ -54,7 +60,7 @@ class HitHeaders:
         )
         if len(self._built) >= HIT_HEADERS_ENTRIES:
             self._built.clear()
-        self._built[entry.key] = (entry, until, headers)
+        self._built[entry.key] = (entry.predicted_at, entry.fresh_s, until, headers)
         return headers
 
 

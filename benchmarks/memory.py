@@ -169,7 +169,8 @@ def bound(
             if calls % 20 == 0:
                 peak = max(peak, rss_bytes(server.pid))
 
-        row.errors += fill(server.url, range(keys), settings.concurrency, on_progress=sample)
+        for _ in range(2):  # computed, then read back (as per_entry does)
+            row.errors += fill(server.url, range(keys), settings.concurrency, on_progress=sample)
         time.sleep(0.5)
         end = rss_bytes(server.pid)
         peak = max(peak, end)

@@ -14,7 +14,7 @@ import json
 import os
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 
@@ -219,7 +219,7 @@ def run(settings: MemorySettings) -> dict[str, object]:
     return {"settings": asdict(settings), "rows": rows}
 
 
-def markdown(section: dict[str, object]) -> list[str]:
+def markdown(section: Mapping[str, object]) -> list[str]:
     rows = section["rows"]
     assert isinstance(rows, list)
     lines = [
@@ -248,7 +248,7 @@ def markdown(section: dict[str, object]) -> list[str]:
                 f"| {'yes' if row['within'] else 'NO'} |"
             )
     settings = section["settings"]
-    assert isinstance(settings, dict)
+    assert isinstance(settings, Mapping)
     lines += [
         "",
         f"Resident memory (VmRSS) of the service process. Per entry: growth over a baseline read after "

@@ -222,6 +222,9 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
         )
         if cache is not None:
             metrics.local_only.set_function(lambda: float(cache.state != "ok"))
+        metrics.cache_memory.labels("near").set_function(lambda: predictions.near.memory_bytes)
+        if isinstance(cache, MemoryBackend):
+            metrics.cache_memory.labels("embedded").set_function(lambda: cache.memory_bytes)
         app[keys.INPUTS] = inputs
         app[keys.OPENAPI] = build_spec(
             inputs,

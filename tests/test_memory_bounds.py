@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import aiohttp
 import orjson
 from multidict import MultiDict
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from examples.price_forecaster import ForecastQuery
@@ -214,6 +215,13 @@ async def test_the_embedded_cache_holds_no_more_than_cache_max_bytes(make_client
             held = grown()
     memory = (await (await client.get("/readyz")).json())["memory"]
     assert memory["embedded_cache_bytes"] + memory["near_cache_bytes"] <= 2 * MIB
+    scraped = {
+        sample.labels["cache"]: sample.value
+        for family in text_string_to_metric_families(await (await client.get("/metrics")).text())
+        for sample in family.samples
+        if sample.name == "predcache_cache_memory_bytes"
+    }
+    assert scraped == {"near": memory["near_cache_bytes"], "embedded": memory["embedded_cache_bytes"]}
     assert memory["near_cache_bytes"] <= 2 * MIB // 8
     assert held <= 2 * MIB + 512 * KIB
 

@@ -176,6 +176,23 @@ def test_hit_headers_do_not_keep_an_entry_alive() -> None:
     assert held < 64 * KIB
 
 
+def test_hit_headers_past_their_tick_are_not_kept() -> None:
+    """The memo holds the headers that may still be served (about the last second's hits), not one
+    set per key ever hit: 1,000 keys hit once, then one more a few seconds later."""
+    now = [1000.0]
+    headers = HitHeaders(grace_s=5, clock=lambda: now[0])
+
+    def fresh(i: int) -> CachedPrediction:
+        return CachedPrediction(f"k{i}", b"{}", b"{}", now[0], 0.1, 60.0, 50.0, 0)
+
+    for i in range(1000):
+        headers(fresh(i))
+    assert len(headers) == 1000
+    now[0] += 3
+    assert headers(fresh(1000))["Age"] == "0"
+    assert len(headers) == 1
+
+
 class Key(BaseModel):
     key: int
 

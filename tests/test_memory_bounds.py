@@ -183,7 +183,7 @@ def test_hit_headers_past_their_tick_are_not_kept() -> None:
     headers = HitHeaders(grace_s=5, clock=lambda: now[0])
 
     def fresh(i: int) -> CachedPrediction:
-        return CachedPrediction(f"k{i}", b"{}", b"{}", now[0], 0.1, 60.0, 50.0, 0)
+        return CachedPrediction(f"k{i}", b"{}", b"{}", now[0] - 0.5, 0.1, 60.0, 50.0, 0)
 
     for i in range(1000):
         headers(fresh(i))

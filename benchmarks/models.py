@@ -2,7 +2,7 @@
 
 BenchModel (stampede): any pair, BENCH_MODEL_LATENCY_SECONDS (default 1) per call. KeyModel and
 BatchedKeyModel (miss path): typed, any integer key, 20 ms + 0.5 ms per item, without and with
-`predict_batch`.
+`predict_batch`. SizedModel (memory): any integer key, at once, a body of BENCH_PREDICTION_BYTES.
 """
 
 from __future__ import annotations
@@ -71,3 +71,27 @@ class BatchedKeyModel(KeyModel):
     async def predict_batch(self, queries: Sequence[Key]) -> list[KeyPrediction]:
         await asyncio.sleep((CALL_MS + ITEM_MS * len(queries)) / 1000)
         return [self._answer(query) for query in queries]
+
+
+class SizedPrediction(BaseModel):
+    """The output of SizedModel: the key back and a label that pads the body to its size."""
+
+    key: int
+    label: str
+
+
+class SizedModel:
+    """The memory benchmark's model: any integer key, at once, a body of BENCH_PREDICTION_BYTES
+    (default 150) bytes, distinct per key: `{"key":17,"label":"xx...x"}`."""
+
+    version = "bench-sized-1"
+    Input = Key
+    Output = SizedPrediction
+
+    def __init__(self) -> None:
+        self.prediction_bytes = int(os.environ.get("BENCH_PREDICTION_BYTES", "150"))
+
+    async def predict(self, query: Key) -> SizedPrediction:
+        # len('{"key":,"label":""}') is 19.
+        padding = max(0, self.prediction_bytes - 19 - len(str(query.key)))
+        return SizedPrediction(key=query.key, label="x" * padding)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from benchmarks import loadtest_ceiling
+from benchmarks import loadtest_ceiling, memory
 
 
 def _rows(section: Mapping[str, object]) -> list[Mapping[str, object]]:
@@ -273,10 +273,13 @@ def markdown(results: Mapping[str, object]) -> str:
         lines += ["## 6. Redis Cluster beside one Redis", "", *cluster(section("cluster")), ""]
     if "failover" in results:
         lines += ["## 7. Failover under load", "", *failover(section("failover")), ""]
+    if "memory" in results:
+        lines += ["## 8. Memory: resident memory per cached prediction, byte bounds", ""]
+        lines += [*memory.markdown(dict(section("memory"))), ""]
     found = results.get("targets", [])
     assert isinstance(found, Sequence)
     lines += [
-        "## Targets (issues 6, 10 and 11)",
+        "## Targets (issues 6, 10, 11 and 21)",
         "",
         *targets([t for t in found if isinstance(t, Mapping)]),
         "",

@@ -23,6 +23,7 @@ from benchmarks import (
     failover,
     hitpath,
     loadtest_ceiling,
+    memory,
     misspath,
     report,
     stampede,
@@ -92,7 +93,16 @@ def _timed(name: str, benchmark: Callable[[], dict[str, object]]) -> dict[str, o
     return result
 
 
-SECTIONS = ("hit_path", "stampede", "expiry", "loadtest_ceiling", "miss_path", "cluster", "failover")
+SECTIONS = (
+    "hit_path",
+    "stampede",
+    "expiry",
+    "loadtest_ceiling",
+    "miss_path",
+    "cluster",
+    "failover",
+    "memory",
+)
 
 
 def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
@@ -105,6 +115,7 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
         sharded = cluster.ClusterSettings(
             hit_duration_s=1.0, hit_repeats=1, stampede_requests=300, model_latency_s=0.5
         )
+        resident = memory.QUICK
     else:
         hit = hitpath.HitPathSettings()
         burst = stampede.StampedeSettings()
@@ -112,6 +123,7 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
         ceiling = {"duration_s": 2.0, "repeats": 3}
         misses = misspath.MissPathSettings()
         sharded = cluster.ClusterSettings()
+        resident = memory.MemorySettings()
     benchmarks: dict[str, tuple[str, Callable[[], dict[str, object]]]] = {
         "hit_path": ("hit path", lambda: hitpath.run(hit)),
         "stampede": ("stampede", lambda: stampede.run(burst)),
@@ -123,6 +135,7 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
         "miss_path": ("miss path", lambda: misspath.run(misses)),
         "cluster": ("Redis Cluster beside one Redis", lambda: cluster.run(sharded)),
         "failover": ("failover under load", lambda: failover.run(failover.FailoverSettings())),
+        "memory": ("memory per entry and byte bounds", lambda: memory.run(resident)),
     }
     started = time.monotonic()
     results: dict[str, object] = {"quick": quick, "machine": machine()}

@@ -193,6 +193,44 @@ def evaluate(results: Mapping[str, Mapping[str, object]]) -> list[TargetResult]:
     )
     found.append(_cluster_stampede(results.get("cluster", {})))
     found.append(_failover(results.get("failover", {})))
+    found += _memory(results.get("memory", {}))
+    return found
+
+
+MEMORY_MAX_BYTES_PER_ENTRY = 1536
+
+
+def _memory(section: Mapping[str, object]) -> list[TargetResult]:
+    """Issue 21: a cached ~150-byte prediction under 1.5 KB of resident memory (embedded and over
+    Redis with the near-cache), and each byte bound held as resident memory within its slack."""
+    listed = section.get("rows", [])
+    assert isinstance(listed, Sequence)
+    rows = [row for row in listed if isinstance(row, Mapping)]
+    per_entry = [row for row in rows if row.get("kind") == "per_entry"]
+    worst = max(per_entry, key=lambda row: float(row["bytes_per_entry"]), default=None)
+    found = [
+        _at_most(
+            "memory_per_entry",
+            f"memory: a cached ~150-byte prediction < {MEMORY_MAX_BYTES_PER_ENTRY} B resident (worst row"
+            + ("" if worst is None else f": {worst['cache']}, {worst['entries']:,}")
+            + ")",
+            _number(worst, "bytes_per_entry"),
+            MEMORY_MAX_BYTES_PER_ENTRY,
+            "B",
+        )
+    ]
+    for row in (row for row in rows if row.get("kind") == "bound"):
+        limit = float(row["bound_mib"]) + float(row["slack_mib"])
+        found.append(
+            _at_most(
+                f"memory_{str(row['setting']).lower()}",
+                f"memory: {row['setting']}={row['bound_mib']:g} MiB keeps RSS growth within it + "
+                f"{row['slack_mib']:g} MiB slack ({row['prediction_bytes']:,}-byte predictions)",
+                _number(row, "growth_peak_mib"),
+                limit,
+                "MiB",
+            )
+        )
     return found
 
 

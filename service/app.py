@@ -43,6 +43,14 @@ Context = Callable[[web.Application], AsyncIterator[None]]
 
 # Redis connections opened at startup (the pool opens more on demand, up to REDIS_MAX_CONNECTIONS).
 WARM_CONNECTIONS = 32
+# The embedded cache's decoded copies of recent hits (its near-cache) take at most this share of
+# CACHE_MAX_BYTES, and its entries the rest: together they stay within it.
+EMBEDDED_COPIES_SHARE = 8
+
+
+def embedded_copies_bytes(settings: Settings) -> int:
+    """The near-cache's byte bound beside the embedded cache."""
+    return min(settings.near_max_bytes, settings.cache_max_bytes // EMBEDDED_COPIES_SHARE)
 
 
 def create_app(
@@ -104,9 +112,14 @@ def cache_context(settings: Settings, redis: RedisClient | None) -> Context:
             cache = None
         elif redis is None and settings.redis_url is None:
             log.info(
-                "no REDIS_URL: embedded in-process cache of at most %d entries", settings.cache_max_entries
+                "no REDIS_URL: embedded in-process cache of at most %d entries and %d bytes",
+                settings.cache_max_entries,
+                settings.cache_max_bytes,
             )
-            cache = MemoryBackend(settings.cache_max_entries)
+            cache = MemoryBackend(
+                settings.cache_max_entries,
+                max_bytes=settings.cache_max_bytes - embedded_copies_bytes(settings),
+            )
         else:
             cache = await _redis_backend(settings, redis, app[keys.METRICS])
         app[keys.CACHE] = cache
@@ -193,6 +206,7 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             remember_s=settings.ttl_s + settings.grace_s + settings.model_timeout_s,
             max_keys=settings.cache_max_entries,
         )
+        embedded = isinstance(cache, MemoryBackend)
         # Before the first request: a replica joining after a DELETE /cache must know of it.
         await generations.refresh()
         generations.start()
@@ -205,13 +219,18 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
             xfetch_beta=settings.xfetch_beta,
             near_ttl_s=settings.near_ttl_s,
             near_max_entries=settings.cache_max_entries,
-            near_max_bytes=settings.near_max_bytes,
+            near_max_bytes=embedded_copies_bytes(settings) if embedded else settings.near_max_bytes,
+            # Beside the embedded cache a copy is only worth keeping while it spares a decoding.
+            near_keep_for_outages=not embedded,
             max_entry_bytes=settings.cache_max_entry_bytes,
             fleet=fleet,
             generations=generations,
         )
         if cache is not None:
             metrics.local_only.set_function(lambda: float(cache.state != "ok"))
+        metrics.cache_memory.labels("near").set_function(lambda: predictions.near.memory_bytes)
+        if isinstance(cache, MemoryBackend):
+            metrics.cache_memory.labels("embedded").set_function(lambda: cache.memory_bytes)
         app[keys.INPUTS] = inputs
         app[keys.OPENAPI] = build_spec(
             inputs,

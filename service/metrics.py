@@ -69,6 +69,14 @@ class Metrics:
             "1 while the shared cache cannot be reached and the replica answers from its own copies",
             registry=r,
         )
+        # Set by the app to read the in-process caches' bytes at scrape time.
+        self.cache_memory = Gauge(
+            "predcache_cache_memory_bytes",
+            "memory the in-process caches take, as their byte bounds count it: cache=near "
+            "(NEAR_CACHE_MAX_BYTES), cache=embedded (with near, within CACHE_MAX_BYTES)",
+            ["cache"],
+            registry=r,
+        )
         self.cache_refusals = Counter(
             "predcache_redis_refusals",
             "Redis commands refused by a reachable Redis (OOM, READONLY)",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.caching.entry import CachedPrediction
-from service.caching.generation import Generation
+from service.caching.entry import CachedPrediction, Generation
 from tests.support.keys import pair_entry, pair_input
 
 KEY = "predcache:v1:0123456789abcdef"

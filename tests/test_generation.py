@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Sequence
 
 from service.caching.backends import CacheBackend, CacheState, MemoryBackend, Miss
-from service.caching.generation import Generation, Generations
+from service.caching.entry import Generation
+from service.caching.generation import Generations
 from service.redis import keyspace
 
 VERSION = "v1"

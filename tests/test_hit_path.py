@@ -11,8 +11,7 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from service.caching.entry import CachedPrediction
-from service.caching.generation import ZERO
+from service.caching.entry import ZERO, CachedPrediction
 from service.http.responses import HitHeaders
 from tests.conftest import MakeClient
 from tests.support.models import CountingModel

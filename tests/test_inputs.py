@@ -10,7 +10,7 @@ from multidict import MultiDict
 
 from examples.price_forecaster import ForecastQuery
 from service.errors import InvalidInput
-from service.models.inputs import MEMO_ENTRIES, MEMO_MAX_BODY_BYTES, InputCodec
+from service.models.inputs import MEMO_ENTRIES, MEMO_MAX_RAW_BYTES, InputCodec
 
 CODEC = InputCodec(ForecastQuery)
 
@@ -108,6 +108,6 @@ def test_remembered_bodies_give_their_own_input_and_only_small_ones_are_kept() -
         assert remembered.value.horizon_minutes == horizon
     # A query string never answers for a body of the same text, nor the other way round.
     assert codec.recent(bodies[0].decode()) is None
-    padded = b'{"pair":"BTC-USD"' + b" " * MEMO_MAX_BODY_BYTES + b"}"
+    padded = b'{"pair":"BTC-USD"' + b" " * MEMO_MAX_RAW_BYTES + b"}"
     assert codec.from_json(padded).value.pair == "BTC-USD"
     assert codec.recent(padded) is None

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from service.caching.backends import RedisBackend
-from service.caching.entry import CachedPrediction
-from service.caching.generation import Generation, Generations
+from service.caching.entry import CachedPrediction, Generation
+from service.caching.generation import Generations
 from service.caching.near_cache import NearCache
 from service.caching.write_back import WriteBack
 from service.metrics import Metrics

@@ -7,6 +7,7 @@ timeout is logged, counted and reported as a miss (or a write not done), never r
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,6 +15,7 @@ from typing import Protocol, cast
 
 from redis.asyncio.cluster import RedisCluster
 
+from service.caching import footprint
 from service.metrics import Metrics
 from service.redis.breaker import CircuitBreaker
 from service.redis.commands import CacheState, Miss, RedisCommands
@@ -46,19 +48,39 @@ class CacheBackend(Protocol):
     async def close(self) -> None: ...
 
 
-class MemoryBackend:
-    """An in-process LRU with per-entry expiry: the cache of a service started without Redis."""
+# What an entry of the memory backend costs besides its key and value: its (expiry, value) tuple,
+# the expiry float and its slot in the table.
+_ENTRY = footprint.of((0.0, b"")) + footprint.FLOAT + footprint.ORDERED_SLOT
 
-    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+
+def entry_bytes(key: str, value: bytes) -> int:
+    """The memory an entry of the memory backend takes, all included: what its `max_bytes` counts."""
+    return _ENTRY + footprint.of(key) + footprint.of(value)
+
+
+class MemoryBackend:
+    """An in-process LRU with per-entry expiry: the cache of a service started without Redis.
+    Bounded in entries and in bytes of memory (entry_bytes); the least recently used go first."""
+
+    def __init__(
+        self, max_entries: int, max_bytes: int = sys.maxsize, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
         self._counters: dict[str, int] = {}  # kept apart from the LRU: a counter must never be evicted
 
     state: CacheState = "ok"
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Memory the entries take (see entry_bytes), at most `max_bytes`."""
+        return self._bytes
 
     async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | Miss | None] | Miss:
         return [self._get(key) for key in keys]
@@ -70,20 +92,26 @@ class MemoryBackend:
             return None if counter is None else str(counter).encode()
         expires_at, value = item
         if self._clock() >= expires_at:
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        size = entry_bytes(key, value)
+        self._drop(key)
+        if size > self.max_bytes:
+            return False  # could never fit: not stored, and nothing evicted for it
         self._entries[key] = (self._clock() + ttl_s, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._bytes += size
+        entries = self._entries
+        while len(entries) > self.max_entries or self._bytes > self.max_bytes:
+            evicted, (_, evicted_value) = entries.popitem(last=False)
+            self._bytes -= entry_bytes(evicted, evicted_value)
         return True
 
     async def delete(self, key: str) -> bool:
-        self._entries.pop(key, None)
+        self._drop(key)
         return True
 
     async def advance(self, key: str, floor: int, step: int = 0) -> tuple[int | None, int] | Miss:
@@ -93,6 +121,12 @@ class MemoryBackend:
 
     async def close(self) -> None:
         self._entries.clear()
+        self._bytes = 0
+
+    def _drop(self, key: str) -> None:
+        item = self._entries.pop(key, None)
+        if item is not None:
+            self._bytes -= entry_bytes(key, item[1])
 
 
 # KEYS[1]: a counter (a generation, see generation.py). ARGV[1]: the least value it may hold after

@@ -8,12 +8,29 @@ input in canonical form: an entry is served only for the input it was computed f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
-from service.caching.generation import ZERO, Generation
-
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
+
+
+class Generation(NamedTuple):
+    """The model-wide counter and the key's own counter an entry was computed under."""
+
+    model: int = 0
+    key: int = 0
+
+    def covers(self, known: Generation) -> bool:
+        """Whether an entry of this generation may be served to a reader who knows `known`: no
+        invalidation the reader knows of came after it."""
+        return self.model >= known.model and self.key >= known.key
+
+    def newest(self, other: Generation) -> Generation:
+        return Generation(max(self.model, other.model), max(self.key, other.key))
+
+
+ZERO = Generation()
 
 
 @dataclass(frozen=True, slots=True)

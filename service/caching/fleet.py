@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.caching.backends import Miss
-from service.caching.entry import CachedPrediction
-from service.caching.generation import Generation
+from service.caching.entry import CachedPrediction, Generation
 from service.errors import ModelError, ModelTimeout, UnknownInput
 from service.metrics import Metrics
 from service.redis.events import Events

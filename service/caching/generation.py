@@ -9,7 +9,8 @@ seen (the model-wide one for ever, a key's for `remember_s`: past that, every en
 the bump is too old to serve anyway), reads through the maximum, and writes it back: the model-wide
 counter every second, each key's when a read or a lowered model-wide counter shows Redis lost it.
 Counters are only ever raised (the backend's `advance`, a Lua script in Redis), and a bump starts
-from the wall clock in milliseconds, so a bump made after Redis lost a counter still lands above every value seen before.
+from the wall clock in milliseconds, so a bump made after Redis lost a counter still lands above
+every value seen before.
 
 The race this prevents, step by step (DELETE /cache/K while K's model call runs, then a restart):
 1. Replica A reads K: generation (0, 0), no entry; A calls the model.
@@ -31,30 +32,12 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
 
 from service.caching.backends import CacheBackend, Miss
+from service.caching.entry import ZERO, Generation
 from service.redis import keyspace
 
 DEFAULT_REFRESH_S = 1.0
-
-
-class Generation(NamedTuple):
-    """The model-wide counter and the key's own counter an entry was computed under."""
-
-    model: int = 0
-    key: int = 0
-
-    def covers(self, known: Generation) -> bool:
-        """Whether an entry of this generation may be served to a reader who knows `known`: no
-        invalidation the reader knows of came after it."""
-        return self.model >= known.model and self.key >= known.key
-
-    def newest(self, other: Generation) -> Generation:
-        return Generation(max(self.model, other.model), max(self.key, other.key))
-
-
-ZERO = Generation()
 
 
 def counter(raw: bytes | Miss | None) -> int | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from service.caching.backends import CacheBackend, Miss
-from service.caching.entry import CachedPrediction
-from service.caching.generation import Generation, Generations, counter
+from service.caching.entry import CachedPrediction, Generation
+from service.caching.generation import Generations, counter
 from service.caching.near_cache import NearCache, NearEntry
 from service.metrics import Metrics
 from service.models.inputs import ModelInput

@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from service.caching.backends import CacheBackend, RedisBackend
-from service.caching.entry import DEFAULT_MAX_ENTRY_BYTES, CachedPrediction
+from service.caching.entry import DEFAULT_MAX_ENTRY_BYTES, ZERO, CachedPrediction, Generation
 from service.caching.fleet import Filled, Fleet
 from service.caching.freshness import ANY_AGE, Freshness, Lifetimes, Outcome, classify
-from service.caching.generation import ZERO, Generation, Generations
+from service.caching.generation import Generations
 from service.caching.invalidation import Invalidation
 from service.caching.lookup import Lookup
 from service.caching.near_cache import NearCache, NearEntry
@@ -62,6 +62,7 @@ class Predictions:
         near_ttl_s: float = 0.0,
         near_max_entries: int = 10_000,
         near_max_bytes: int = 64 * 1024 * 1024,
+        near_keep_for_outages: bool = True,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         fleet: Fleet | None = None,
         generations: Generations | None = None,
@@ -73,7 +74,12 @@ class Predictions:
         self.grace_s = grace_s
         self.fleet = fleet
         self.lifetimes = Lifetimes(ttl_s, xfetch_beta, rng)
-        self.near = NearCache(ttl_s=near_ttl_s, max_entries=near_max_entries, max_bytes=near_max_bytes)
+        self.near = NearCache(
+            ttl_s=near_ttl_s,
+            max_entries=near_max_entries,
+            max_bytes=near_max_bytes,
+            keep_for_outages=near_keep_for_outages,
+        )
         self.max_entry_bytes = max_entry_bytes
         self._metrics = metrics
         self._clock = clock

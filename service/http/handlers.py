@@ -9,7 +9,7 @@ import time
 import orjson
 from aiohttp import hdrs, web
 
-from service.caching.backends import RedisBackend
+from service.caching.backends import MemoryBackend, RedisBackend
 from service.caching.freshness import ANY_AGE, Freshness
 from service.caching.predictions import Answer, Predictions
 from service.errors import (
@@ -215,7 +215,15 @@ async def readyz(request: web.Request) -> web.Response:
             "serving": cache is not None and cache.state != "ok",
         },
         "in_flight": len(predictions.in_flight),
+        # What the byte bounds count (footprint.py): NEAR_CACHE_MAX_BYTES, CACHE_MAX_BYTES.
+        "memory": {"near_cache_bytes": predictions.near.memory_bytes},
     }
+    if isinstance(cache, MemoryBackend):
+        payload["memory"] = {
+            "near_cache_bytes": predictions.near.memory_bytes,
+            "embedded_cache_bytes": cache.memory_bytes,
+            "embedded_cache_entries": len(cache),
+        }
     if isinstance(cache, RedisBackend):
         payload["redis"] = await cache.describe()  # mode, nodes, how many answer
     return json_response(payload)

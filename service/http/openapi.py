@@ -194,6 +194,13 @@ SPEC: dict[str, Any] = {
                         "properties": {"entries": {"type": "integer"}, "serving": {"type": "boolean"}},
                     },
                     "in_flight": {"type": "integer", "minimum": 0},
+                    "memory": {
+                        "type": "object",
+                        "description": "bytes of memory the in-process caches take, as their bounds count "
+                        "them: `near_cache_bytes` (NEAR_CACHE_MAX_BYTES); with the embedded cache also "
+                        "`embedded_cache_bytes` and `embedded_cache_entries` (both within CACHE_MAX_BYTES)",
+                        "additionalProperties": {"type": "integer", "minimum": 0},
+                    },
                 },
             },
             "Invalidated": {

@@ -4,6 +4,7 @@ error, ours or aiohttp's, as the same JSON shape."""
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -18,7 +19,8 @@ from service.errors import FieldError, InvalidInput, ModelError, PredcacheError,
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-# Entries whose hit headers are kept; past it the memo starts again (the next hits rebuild theirs).
+# Entries whose hit headers are kept at most; past it the memo starts again (the next hits rebuild
+# theirs). Headers past their tick go before that (see HitHeaders).
 HIT_HEADERS_ENTRIES = 4096
 
 
@@ -29,15 +31,22 @@ class HitHeaders:
     def __init__(self, *, grace_s: float, clock: Callable[[], float]) -> None:
         self._swr = f"stale-while-revalidate={int(grace_s)}"
         self._clock = clock
-        # key -> (the entry, until when its headers hold, the headers)
-        self._built: dict[str, tuple[CachedPrediction, float, CIMultiDict[str]]] = {}
+        # key -> (the entry's time and freshness, until when its headers hold, the headers), in the
+        # order they were built. Not the entry itself: the memo must not keep alive a prediction the
+        # caches have let go.
+        self._built: OrderedDict[str, tuple[float, float, float, CIMultiDict[str]]] = OrderedDict()
 
     def __call__(self, entry: CachedPrediction) -> CIMultiDict[str]:
         now = self._clock()
         built = self._built.get(entry.key)
-        # The entry itself, not only its key: a refreshed entry has other times.
-        if built is not None and built[0] is entry and now < built[1]:
-            return built[2]
+        # The entry's times, not only its key: a refreshed entry has other headers.
+        if (
+            built is not None
+            and now < built[2]
+            and built[0] == entry.predicted_at
+            and built[1] == entry.fresh_s
+        ):
+            return built[3]
         expires_at = entry.predicted_at + entry.fresh_s
         age = max(0, int(now - entry.predicted_at))
         ttl_left = max(0, int(expires_at - now))
@@ -52,10 +61,20 @@ class HitHeaders:
                 hdrs.CACHE_CONTROL: f"max-age={ttl_left}, {self._swr}",
             }
         )
-        if len(self._built) >= HIT_HEADERS_ENTRIES:
-            self._built.clear()
-        self._built[entry.key] = (entry, until, headers)
+        memo = self._built
+        memo.pop(entry.key, None)
+        # Headers past their tick are of no more use. Built at most a second before their tick, the
+        # oldest are the first past it: dropped, the memo holds about the last second's hits, not
+        # one set of headers per key ever hit.
+        while memo and next(iter(memo.values()))[2] <= now:
+            memo.popitem(last=False)
+        if len(memo) >= HIT_HEADERS_ENTRIES:
+            memo.clear()
+        memo[entry.key] = (entry.predicted_at, entry.fresh_s, until, headers)
         return headers
+
+    def __len__(self) -> int:
+        return len(self._built)
 
 
 def prediction_response(answer: Answer, hit_headers: HitHeaders) -> web.Response:

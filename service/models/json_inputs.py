@@ -15,6 +15,7 @@ from pydantic import JsonValue
 
 from service.errors import FieldError, InvalidInput
 from service.models.inputs import DIGEST_BYTES, InputCodec, ModelInput, _json_type
+from service.models.json_bytes import dumps_kept
 
 JsonObject = dict[str, JsonValue]
 
@@ -86,7 +87,7 @@ class JsonObjectCodec(InputCodec):
         return ModelInput(value, canonical, hashlib.blake2b(canonical, digest_size=DIGEST_BYTES).hexdigest())
 
     def canonical(self, value: Any) -> bytes:
-        return orjson.dumps(normalized(value), option=orjson.OPT_SORT_KEYS)
+        return dumps_kept(normalized(value), option=orjson.OPT_SORT_KEYS)
 
 
 def check_schema(schema: object) -> str | None:

@@ -15,7 +15,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from service.errors import (
@@ -32,6 +31,7 @@ from service.models.admission import Admission
 from service.models.batcher import Batcher
 from service.models.contract import Contract, Uncached
 from service.models.inputs import ModelInput
+from service.models.json_bytes import dumps_kept
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ModelRunner:
         if not _all_finite(data):
             reason = "its output holds a number that is not a finite number"
             raise self._model_error(model_input, reason, "NaN or an infinity") from None
-        return orjson.dumps(data)
+        return dumps_kept(data)
 
     def is_output(self, body: bytes) -> bool:
         """Whether `body` is a valid output: a cache value is served only if it is."""

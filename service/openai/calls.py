@@ -18,6 +18,7 @@ import orjson
 from pydantic import JsonValue
 
 from service.models.inputs import DIGEST_BYTES, ModelInput
+from service.models.json_bytes import dumps_kept
 from service.models.json_inputs import MAX_DEPTH, JsonObject, TooDeep, normalized
 from service.openai.errors import bad_request
 from service.openai.scope import Scope
@@ -96,7 +97,8 @@ def decode_call(
     choices = _optional(body, "n", int, "a whole number", 1)
     if not 1 <= choices <= MAX_CHOICES:
         raise bad_request(f"n must be between 1 and {MAX_CHOICES}", "n")
-    canonical = orjson.dumps({"route": route.name, "scope": label, "body": body}, option=orjson.OPT_SORT_KEYS)
+    # Kept with the entry: of its own size, not orjson's buffer (see json_bytes.py).
+    canonical = dumps_kept({"route": route.name, "scope": label, "body": body}, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.blake2b(canonical, digest_size=DIGEST_BYTES).hexdigest()
     call = GatewayCall(
         route=route,

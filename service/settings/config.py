@@ -28,6 +28,7 @@ class Settings:
     near_ttl_s: float = 1.0
     near_max_bytes: int = 64 * 1024 * 1024
     cache_max_entries: int = 10_000
+    cache_max_bytes: int = 256 * 1024 * 1024
     cache_max_entry_bytes: int = 1024 * 1024
     max_body_bytes: int = 64 * 1024
     model: str = DEMO_MODEL

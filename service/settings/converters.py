@@ -45,6 +45,28 @@ def int_between(low: int, high: int) -> Callable[[str, str], int]:
     return convert
 
 
+_BYTE_UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+_BYTE_SIZE = re.compile(r"([0-9]{1,15})\s*([A-Za-z]*)")
+
+
+def byte_size(low: int, high: int) -> Callable[[str, str], int]:
+    """A number of bytes, plain (`67108864`) or with a binary unit (`64MiB`, `512 KiB`, `1GiB`)."""
+
+    def convert(name: str, raw: str) -> int:
+        match = _BYTE_SIZE.fullmatch(raw.strip())
+        unit = _BYTE_UNITS.get(match.group(2).upper()) if match else None
+        if match is None or unit is None:
+            raise ConfigError(
+                name, f"expected a number of bytes such as 1048576, 512KiB or 64MiB, got {raw!r}"
+            )
+        value = int(match.group(1)) * unit
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high} bytes, got {raw!r}")
+        return value
+
+    return convert
+
+
 def boolean(name: str, raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -9,6 +9,7 @@ from typing import Any
 
 from service.settings.converters import (
     boolean,
+    byte_size,
     int_between,
     log_level,
     model_spec,
@@ -100,16 +101,24 @@ OPTIONS: tuple[Option, ...] = (
         "near_max_bytes",
         "--near-cache-max-bytes",
         "NEAR_CACHE_MAX_BYTES",
-        int_between(0, 1 << 40),
-        "bytes of predictions a replica keeps in process (near-cache and its copies for when Redis is "
-        "down); the oldest go first",
+        byte_size(0, 1 << 40),
+        "memory a replica's copies of predictions may take (near-cache and its copies for when Redis is "
+        "down), bodies, bookkeeping and all, e.g. 64MiB; the oldest go first",
     ),
     Option(
         "cache_max_entries",
         "--cache-max-entries",
         "CACHE_MAX_ENTRIES",
         int_between(1, 10_000_000),
-        "entries the embedded cache keeps (least recently used go first)",
+        "entries the embedded cache keeps, and the near-cache at most (least recently used go first)",
+    ),
+    Option(
+        "cache_max_bytes",
+        "--cache-max-bytes",
+        "CACHE_MAX_BYTES",
+        byte_size(64 * 1024, 1 << 40),
+        "memory the embedded cache may take, bodies, bookkeeping and its decoded copies of recent hits "
+        "(at most an eighth of it) included, e.g. 256MiB; the least recently used go first",
     ),
     Option(
         "cache_max_entry_bytes",

@@ -7,8 +7,7 @@ import time
 
 import orjson
 
-from service.caching.entry import CachedPrediction
-from service.caching.generation import ZERO, Generation
+from service.caching.entry import ZERO, CachedPrediction, Generation
 from service.models.contract import PairQuery
 from service.models.inputs import InputCodec, ModelInput
 from service.redis import keyspace

@@ -37,7 +37,7 @@ say "MLServer, then predcache in front of it: MODEL is the upstream's URL, MODEL
 printf '\n$ .venv/bin/mlserver start %s &\n' "$MODELS"
 start MLServer "$WORK/mlserver.log" .venv/bin/mlserver start "$MODELS"
 MLSERVER_PID=$LAST_PID
-wait_ready MLServer "http://127.0.0.1:$MLSERVER_PORT/v2/models/iris/ready" "$MLSERVER_PID" "$WORK/mlserver.log"
+wait_ready MLServer "http://127.0.0.1:$MLSERVER_PORT/v2/models/iris/ready" "$MLSERVER_PID" "$WORK/mlserver.log" 120
 printf '\n$ MODEL=%s MODEL_VERSION=iris-1 CACHE_TTL_SECONDS=60 .venv/bin/python -m service --port %s &\n' "$INFER" "$PORT"
 MODEL=$INFER MODEL_VERSION=iris-1 CACHE_TTL_SECONDS=60 start predcache "$WORK/predcache.log" "$PY" -m service --port "$PORT"
 PREDCACHE_PID=$LAST_PID

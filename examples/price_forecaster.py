@@ -85,7 +85,8 @@ class PriceForecaster:
     def check(self, query: ForecastQuery) -> None:
         """Refuse a pair without history before any cache or model work (predcache calls it first)."""
         if query.pair not in self.pairs:
-            raise UnknownInput(f"the forecaster has no history for {query.pair}")
+            known = ", ".join(sorted(self.pairs))
+            raise UnknownInput(f"the forecaster has no history for {query.pair}; it knows {known}")
 
     def predict(self, query: ForecastQuery) -> Forecast:
         return self.predict_batch([query])[0]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 
+from service.models.demo import DemoModel
 from service.models.factory import load_model
 from tests.conftest import MakeClient
 
@@ -21,3 +24,10 @@ async def test_linear_model_plugs_in_by_name(make_client: MakeClient) -> None:
     # The history trends upwards, so five minutes ahead is above the last price seen.
     assert body["predicted_price"] > 3_100.0
     assert (await client.get("/predict?pair=SOL-USD")).status == 404
+
+
+def test_the_demo_pairs_file_holds_every_demo_pair_once() -> None:
+    """examples/data/demo_pairs.jsonl, which the load tester's examples send, is the demo model's pairs."""
+    lines = (Path(__file__).resolve().parents[1] / "examples/data/demo_pairs.jsonl").read_text().splitlines()
+    pairs = [orjson.loads(line)["pair"] for line in lines]
+    assert sorted(pairs) == sorted(DemoModel.pairs)

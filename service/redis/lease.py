@@ -71,6 +71,14 @@ class Leases:
             return taken
         return token if taken else None
 
+    async def holder(self, key: str) -> str | Miss | None:
+        """The token of the replica holding the lease on `key`, None if nobody does."""
+        lease = self.lease_key(key)
+        token = await self._backend.call("GET", lease, lambda: self._backend.client.get(lease))
+        if isinstance(token, bytes):
+            return token.decode()
+        return token
+
     @contextlib.asynccontextmanager
     async def renewing(self, key: str, token: str) -> AsyncIterator[None]:
         """Keep the lease alive while the body runs (a slow model); `release` it afterwards."""

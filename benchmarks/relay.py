@@ -21,6 +21,7 @@ from service.metrics import Metrics
 from service.redis import keyspace
 from service.redis.breaker import CircuitBreaker
 from service.redis.commands import RedisCommands
+from service.redis.events import Events
 from service.redis.lease import Leases
 from service.redis.streams import StreamRelay, reader_client
 from service.redis.topology import create_client
@@ -28,9 +29,10 @@ from service.redis.topology import create_client
 EVERY_S = 0.005
 JOIN_AFTER_S = 1.0
 AFTER_JOIN = 100  # live events measured per trial
+CHUNK = b'{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" token"}}]}'
 
 
-def _relay(url: str) -> tuple[RedisCommands, Leases, StreamRelay]:
+def _relay(url: str) -> tuple[RedisCommands, Leases, Events, StreamRelay]:
     commands = RedisCommands(
         create_client(url, timeout_s=0.25, max_connections=8),
         metrics=Metrics(),
@@ -38,16 +40,19 @@ def _relay(url: str) -> tuple[RedisCommands, Leases, StreamRelay]:
         breaker=CircuitBreaker(cooldown_s=1.0),
     )
     leases = Leases(commands, lease_ttl_s=2.0)
+    events = Events(commands, channel=keyspace.events_channel("bench"))
+    events.start()
     relay = StreamRelay(
         commands,
         leases,
+        events,
         reader_client(url, timeout_s=0.25, readers=4),
         readers=4,
         ttl_s=30.0,
         max_events=10_000,
         max_bytes=1 << 22,
     )
-    return commands, leases, relay
+    return commands, leases, events, relay
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -57,27 +62,28 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 async def _trial(
     holder: tuple[Leases, StreamRelay], joiner: StreamRelay, key: str
-) -> tuple[float, list[float]]:
+) -> tuple[float, int, list[float]]:
+    """One generation joined 1 s in: ms to the first event, events before joining, ms late of each
+    later one."""
     leases, relay = holder
     token = await leases.try_acquire(key)
     assert isinstance(token, str)
-    publisher = relay.publisher(key, token)
     published: list[float] = []
-    chunk = b'{"choices":[{"index":0,"delta":{"content":" token"}}]}'
 
     async def generate() -> None:
         deadline = time.perf_counter() + JOIN_AFTER_S + AFTER_JOIN * EVERY_S * 1.5
-        while time.perf_counter() < deadline:
-            published.append(time.perf_counter())
-            publisher.publish(chunk)
-            await asyncio.sleep(EVERY_S)
-        publisher.finish("completed")
-        await publisher.written()
+        async with relay.publishing(key, token) as publisher:
+            while time.perf_counter() < deadline:
+                published.append(time.perf_counter())
+                publisher.publish(CHUNK)
+                await asyncio.sleep(EVERY_S)
+            publisher.finish("completed")
         await leases.release(key, token)
 
     generation = asyncio.create_task(generate())
     await asyncio.sleep(JOIN_AFTER_S)
     joined = time.perf_counter()
+    before = len(published)
     first_ms = 0.0
     live_ms: list[float] = []
     count = 0
@@ -91,50 +97,61 @@ async def _trial(
             live_ms.append((now - published[count]) * 1000)
         count += 1
     await generation
-    return first_ms, live_ms
+    return first_ms, before, live_ms
 
 
-async def _cpu_per_event(relay: StreamRelay, leases: Leases, key: str, events: int) -> float:
-    """The holder's CPU per published event: publishing `events` 1 ms apart, less the same loop without."""
+async def _cpu_per_event(relay: StreamRelay, leases: Leases, key: str, events: int) -> dict[str, float]:
+    """The holder's CPU per event, nobody joining and one joiner elsewhere: publishing `events` 1 ms
+    apart, less the same loop without publishing."""
 
-    async def loop(publish: bool) -> float:
+    async def loop(publish: bool, joined: bool) -> float:
         token = await leases.try_acquire(key)
         assert isinstance(token, str)
-        publisher = relay.publisher(key, token)
         started = time.process_time()
-        for _ in range(events):
-            if publish:
-                publisher.publish(b'{"choices":[{"index":0,"delta":{"content":" token"}}]}')
-            await asyncio.sleep(0.001)
-        publisher.finish("completed")
-        await publisher.written()
+        async with relay.publishing(key, token) as publisher:
+            if joined:
+                publisher.relay()  # what a joiner's request does
+            for _ in range(events):
+                if publish:
+                    publisher.publish(CHUNK)
+                await asyncio.sleep(0.001)
+            publisher.finish("completed")
         await leases.release(key, token)
         return time.process_time() - started
 
-    baseline = await loop(False)
-    return (await loop(True) - baseline) / events * 1e6
+    baseline = await loop(False, False)
+    alone = await loop(True, False)
+    joined = await loop(True, True)
+    return {
+        "nobody_joined": round((alone - baseline) / events * 1e6, 1),
+        "joined": round((joined - baseline) / events * 1e6, 1),
+    }
 
 
 async def run(url: str, trials: int) -> dict[str, object]:
-    holder_commands, holder_leases, holder_relay = _relay(url)
-    joiner_commands, _, joiner_relay = _relay(url)
+    holder = _relay(url)
+    joiner = _relay(url)
+    await asyncio.sleep(0.2)  # both subscribed to the events channel
     try:
         firsts: list[float] = []
+        befores: list[int] = []
         lives: list[float] = []
         for i in range(trials):
-            first_ms, live_ms = await _trial(
-                (holder_leases, holder_relay), joiner_relay, keyspace.entry_key("bench", f"k{i}")
+            first_ms, before, live_ms = await _trial(
+                (holder[1], holder[3]), joiner[3], keyspace.entry_key("bench", f"k{i}")
             )
             firsts.append(first_ms)
+            befores.append(before)
             lives.extend(live_ms)
-        cpu_us = await _cpu_per_event(holder_relay, holder_leases, keyspace.entry_key("bench", "cpu"), 2000)
+        cpu_us = await _cpu_per_event(holder[3], holder[1], keyspace.entry_key("bench", "cpu"), 2000)
     finally:
-        for relay, commands in ((holder_relay, holder_commands), (joiner_relay, joiner_commands)):
+        for commands, _, events, relay in (holder, joiner):
             await relay.close()
+            await events.close()
             await commands.close()
     return {
         "trials": trials,
-        "events_before_join": round(JOIN_AFTER_S / EVERY_S),
+        "events_before_join": round(statistics.median(befores)),
         "join_first_event_ms": {
             "p50": round(statistics.median(firsts), 2),
             "max": round(max(firsts), 2),
@@ -144,7 +161,7 @@ async def run(url: str, trials: int) -> dict[str, object]:
             "p99": round(_percentile(lives, 0.99), 2),
             "events": len(lives),
         },
-        "holder_cpu_us_per_event": round(cpu_us, 1),
+        "holder_cpu_us_per_event": cpu_us,
     }
 
 

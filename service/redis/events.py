@@ -1,5 +1,5 @@
 """Cache events between replicas over one Redis pub/sub channel (a sharded one in a cluster, see
-pubsub.py): "K was stored", "K's model call failed", "the cache was cleared".
+pubsub.py): "K was stored", "K's model call failed", "the cache was cleared", "relay K's generation".
 
 Each process keeps one subscription; waiters register before they look, so an event published after
 they register is never missed. Pub/sub is best effort: waiters also poll, slowly.
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # refused the input), so that waiters on other replicas answer with the same error instead of
 # calling the model again.
 FAILURES = ("timeout", "error", "unknown")
+# "<stream key>|join": a replica asks the holder of a generation to relay its events (see streams.py).
+JOIN = "join"
 
 
 @dataclass(eq=False)
@@ -40,6 +42,7 @@ class Events:
         self._route = route_for(backend.client) if route is None else route
         self._waiters: dict[str, set[Watch]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._join_listeners: list[Callable[[str], None]] = []
         self._reader: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -54,6 +57,10 @@ class Events:
     def add_listener(self, listener: Callable[[str], None]) -> None:
         """Call `listener(message)` for every event any replica publishes."""
         self._listeners.append(listener)
+
+    def add_join_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(stream)` for every "<stream>|join" any replica publishes."""
+        self._join_listeners.append(listener)
 
     @contextlib.contextmanager
     def watch(self, key: str) -> Iterator[Watch]:
@@ -73,6 +80,10 @@ class Events:
 
     def _dispatch(self, message: str) -> None:
         key, _, failure = message.partition("|")
+        if failure == JOIN:
+            for listener in self._join_listeners:
+                listener(key)
+            return
         for watch in self._waiters.get(key, ()):
             watch.failure = failure if failure in FAILURES else None
             watch.woken.set()

@@ -1,5 +1,6 @@
-"""A generation's events relayed to other replicas through a Redis Stream: the lease holder appends each
-event, then one terminal event; a joiner on any replica reads from the first event and blocks for the rest.
+"""A generation's events relayed to other replicas through a Redis Stream: once a replica asks (pub/sub),
+the lease holder appends every event so far, then each new one, then a terminal one; joiners on any
+replica read from the first event and block for the rest.
 
 Fails open like every Redis command: when the relay cannot go on, a joiner learns it by `RelayLost` and
 does what a replica without the relay does (wait for the stored entry, or compute).
@@ -10,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from service.redis import keyspace
 from service.redis.commands import Miss, RedisCommands
+from service.redis.events import JOIN, Events
 from service.redis.lease import Leases
 from service.redis.topology import RedisClient, close_client, create_client
 
@@ -25,7 +27,9 @@ Terminal = Literal["completed", "failed", "cut"]
 EVENT = "event"
 OVERFLOW = "overflow"
 
-# A joiner blocks this long per XREAD; after a silent one it checks that the generation is still running.
+# A joiner's first XREAD waits this long for the holder to answer its request, later ones BLOCK_S; after
+# a silent one it checks that the generation still runs (and asks again, in case the request was lost).
+FIRST_BLOCK_S = 0.1
 BLOCK_S = 1.0
 # How long a finished stream stays readable: a joiner that read the holder's token just before the end.
 LINGER_S = 5.0
@@ -54,7 +58,8 @@ class RelayLost(Exception):
     `reason`: "unavailable" (Redis did not answer), "idle" (no generation holds the lease), "busy" (every
     stream reader of this replica is in use), "gap" (events are missing: the holder's writes failed),
     "overflow" (the generation outgrew the relay's bounds), "ended" (the lease went without a terminal
-    event: the holder died), "timeout" (the stream outlived the longest a generation may run).
+    event: the holder died, or finished as the joiner asked), "timeout" (past the longest a generation
+    may run).
     """
 
     def __init__(self, reason: str, received: int) -> None:
@@ -72,6 +77,10 @@ def reader_client(url: str, *, timeout_s: float, readers: int, block_s: float = 
 class StreamRelay:
     """Publishers for the generations this replica holds the lease of, joiners for everybody's.
 
+    A holder writes nothing to Redis until some replica joins: a joiner publishes "<stream>|join" on the
+    events channel, and the holder's publisher then writes every event so far in one round trip and
+    each later one as it comes. So a generation nobody joins from elsewhere costs Redis nothing.
+
     `reader` is a client of its own for the blocking reads (XREAD BLOCK holds its connection until an
     event arrives), with a pool of `readers` connections: at most that many joins run at once here, and
     one more is refused at once ("busy") rather than waiting for a connection, so blocking reads never
@@ -82,6 +91,7 @@ class StreamRelay:
         self,
         commands: RedisCommands,
         leases: Leases,
+        events: Events,
         reader: RedisClient,
         *,
         readers: int,
@@ -93,6 +103,7 @@ class StreamRelay:
     ) -> None:
         self._commands = commands
         self._leases = leases
+        self._events = events
         self._reader = reader
         self._slots = asyncio.Semaphore(readers)
         self._ttl_s = ttl_s
@@ -100,11 +111,18 @@ class StreamRelay:
         self._block_s = block_s
         self._max_events = max_events
         self._max_bytes = max_bytes
+        self._publishers: dict[str, StreamPublisher] = {}
         self._writers: set[asyncio.Task[None]] = set()
+        events.add_join_listener(self._join_requested)
 
-    def publisher(self, key: str, token: str) -> StreamPublisher:
-        """The publisher of the generation running under the lease `token` on `key`."""
-        return StreamPublisher(
+    @contextlib.asynccontextmanager
+    async def publishing(self, key: str, token: str) -> AsyncIterator[StreamPublisher]:
+        """The publisher of the generation running under the lease `token` on `key`, for the block.
+
+        On leaving, a stream not finished is cut, and what joiners asked for is written: the holder
+        leaves the block before it lets its lease go, so a joiner that sees the lease gone has all.
+        """
+        publisher = StreamPublisher(
             self._commands,
             keyspace.stream_key(key, token),
             ttl_s=self._ttl_s,
@@ -113,6 +131,18 @@ class StreamRelay:
             max_bytes=self._max_bytes,
             writers=self._writers,
         )
+        self._publishers[publisher.stream] = publisher
+        try:
+            yield publisher
+        finally:
+            publisher.finish("cut")  # nothing when it has finished
+            del self._publishers[publisher.stream]
+            await publisher.written()
+
+    def _join_requested(self, stream: str) -> None:
+        publisher = self._publishers.get(stream)
+        if publisher is not None:
+            publisher.relay()
 
     async def join(self, key: str) -> AsyncGenerator[Relayed, None]:
         """Every event of the generation running on `key`, from its first, ending with its terminal
@@ -130,16 +160,21 @@ class StreamRelay:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._ttl_s
             received = 0
+            block_s = min(FIRST_BLOCK_S, self._block_s)
+            await self._events.publish(f"{stream}|{JOIN}")
             while True:
                 if loop.time() > deadline:
                     raise RelayLost("timeout", received)
-                entries = await self._read(stream, received, self._block_s)
+                entries = await self._read(stream, received, block_s)
                 if not entries:
                     # Silent for a whole block: go on while the holder still holds the lease. The holder
-                    # writes its terminal event before letting the lease go, so once it has gone, one
-                    # more read finds that event, or there will never be one.
+                    # writes what was asked before letting the lease go, so once it has gone, one more
+                    # read finds the end, or there will never be one.
                     holder = await self._leases.holder(key)
                     if holder == token:
+                        if received == 0:
+                            await self._events.publish(f"{stream}|{JOIN}")  # pub/sub may lose it
+                        block_s = self._block_s
                         continue
                     if isinstance(holder, Miss):
                         raise RelayLost("unavailable", received)
@@ -185,12 +220,14 @@ class StreamRelay:
 
 
 class StreamPublisher:
-    """Appends one generation's events to its stream, in order, without ever making the generation wait.
+    """One generation's events, kept here and appended to its stream, in order, once a joiner asks;
+    the generation never waits for Redis.
 
-    `publish` queues; one writer task sends what is queued in one pipeline per round trip (so a fast
-    generation is relayed in batches, not one round trip per token). Past `max_events` or `max_bytes`
-    it writes an "overflow" end and stops: joiners then wait for the stored entry instead. A write that
-    fails stops the publisher too: its joiners see a gap, or the lease go, and fall back.
+    One writer task at a time sends what is queued, in one round trip (a pipeline when there is more
+    than one event, or the stream's expiry to set): a fast generation is relayed in batches. Past
+    `max_events` or `max_bytes` it ends the stream with "overflow" and keeps nothing more: joiners then
+    wait for the stored entry instead. A write that fails stops the relay too: its joiners see a gap,
+    or the lease go, and fall back.
     """
 
     def __init__(
@@ -211,45 +248,60 @@ class StreamPublisher:
         self._max_events = max_events
         self._max_bytes = max_bytes
         self._writers = writers
-        self._pending: list[tuple[int, str, bytes]] = []
-        self._count = 0
+        self._kept: list[tuple[str, bytes]] = []  # every event so far, its terminal one last
         self._bytes = 0
-        self._ended = False
+        self._relaying = False
+        self._queued = 0  # how many of the kept events have been handed to a writer
+        self._pending: list[tuple[int, str, bytes]] = []
         self.failed = False
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def ended(self) -> bool:
+        return bool(self._kept) and self._kept[-1][0] != EVENT
+
     def publish(self, data: bytes) -> None:
-        """Relay one event (an SSE event's data) to the joiners."""
-        if self._ended:
+        """Keep one event (an SSE event's data) for the joiners, and relay it if any joined."""
+        if self.ended:
             return
-        if self._count + 1 >= self._max_events or self._bytes + len(data) > self._max_bytes:
-            self._queue(OVERFLOW, b"")
+        if len(self._kept) + 1 >= self._max_events or self._bytes + len(data) > self._max_bytes:
+            self._keep(OVERFLOW, b"")
             return
         self._bytes += len(data)
-        self._queue(EVENT, data)
+        self._keep(EVENT, data)
 
     def finish(self, kind: Terminal, data: bytes = b"") -> None:
         """End the stream (the first end counts): every joiner sees `kind` as its last event."""
-        if not self._ended:
-            self._queue(kind, data)
+        if not self.ended:
+            self._keep(kind, data)
+
+    def relay(self) -> None:
+        """A joiner asked: write every event so far, and from now on each as it comes."""
+        if not self._relaying:
+            self._relaying = True
+            self._queue()
 
     async def written(self) -> bool:
-        """Wait until everything queued so far is in Redis; False when a write failed. The holder waits
-        for its terminal event before letting its lease go (see StreamRelay.join)."""
+        """Wait until everything queued so far is in Redis; False when a write failed."""
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._writer)
         return not self.failed
 
-    def _queue(self, kind: str, data: bytes) -> None:
-        self._ended = kind != EVENT
+    def _keep(self, kind: str, data: bytes) -> None:
+        self._kept.append((kind, data))
+        if self._relaying:
+            self._queue()
+
+    def _queue(self) -> None:
         if self.failed:
             return
-        self._count += 1
-        self._pending.append((self._count, kind, data))
+        for number in range(self._queued + 1, len(self._kept) + 1):
+            self._pending.append((number, *self._kept[number - 1]))
+        self._queued = len(self._kept)
         # The writer checks for more before it returns, with no await in between: a task still
-        # running will send this; a finished one will not, so start another.
-        if self._writer is None or self._writer.done():
+        # running will send these; a finished one will not, so start another.
+        if self._pending and (self._writer is None or self._writer.done()):
             self._writer = asyncio.create_task(self._write())
             # Owned by the relay until done (the loop keeps only weak references), awaited by its close.
             self._writers.add(self._writer)
@@ -258,8 +310,8 @@ class StreamPublisher:
     async def _write(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            # The stream lives as long as a generation may run from its first event, and a little past
-            # its end; between those, an event is one XADD (a pipeline costs the holder half as much again).
+            # The stream lives as long as a generation may run from its first write, and a little past
+            # its end; between those, an event is one XADD (a pipeline costs half as much again).
             first = batch[0][0] == 1
             expire_ms = self._linger_ms if batch[-1][1] != EVENT else self._ttl_ms if first else None
             reply = await self._commands.call(

@@ -85,12 +85,14 @@ class Gateway:
         call: GatewayCall = model_input.value
         with self.model.live.listen(call.key) as log:
             joined = log.begun  # a generation of this key was running when the request came
+            if not joined:
+                self.model.remote.listener_arrived(call.key)
             getting = asyncio.ensure_future(self.predictions.get(model_input, freshness))
             try:
                 await _first_news(getting, log)
                 answered = getting.done() and not getting.cancelled() and getting.exception() is None
                 if log.events and not (answered and getting.result().outcome is not Outcome.MISS):
-                    live = cache_headers.live_headers(joined=joined, forced=freshness.no_cache)
+                    live = cache_headers.live_headers(joined=joined or log.remote, forced=freshness.no_cache)
                     response = await streaming.relay(request, log, live, include_usage=call.include_usage)
                     return response, "MISS"
                 answer = await getting

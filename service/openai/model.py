@@ -21,6 +21,7 @@ from service.models.contract import Contract, Uncached
 from service.models.json_inputs import JsonObject, JsonObjectCodec
 from service.openai.assembly import Assembler
 from service.openai.calls import EMBEDDINGS, GatewayCall
+from service.openai.fanout import RemoteGenerations
 from service.openai.live import COMPLETE, Ending, EventSink, LiveGenerations, LoggedEvent
 from service.openai.scope import CredentialScope, Scope, SharedScope
 from service.openai.sse import encode_event
@@ -36,6 +37,8 @@ class OpenAIUpstreamModel:
         self.version = version
         self.scope = scope
         self.live = LiveGenerations()
+        # Generations shared with other replicas; the app gives it the relay when there is Redis.
+        self.remote = RemoteGenerations(self.live, None, held={}, remote_fills={})
         # The upstream's time to first event, in seconds (set by the app to its metrics).
         self.observe_ttft: Callable[[float], None] = lambda _seconds: None
 
@@ -95,7 +98,8 @@ class OpenAIUpstreamModel:
         """The upstream's answer to `call`, streamed to the key's live log when the call streams."""
         with self.live.produce(call.key, streaming=call.stream) as log:
             if call.stream:
-                return await self._stream(call, log)
+                async with self.remote.publishing(call.key, log) as sink:
+                    return await self._stream(call, sink)
             answer = await self.upstream.post_json(
                 "/" + call.route.name, call.upstream_body(stream=False), call.authorization
             )

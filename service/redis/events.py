@@ -75,6 +75,11 @@ class Events:
             if not waiters:
                 del self._waiters[key]  # the table holds only keys being waited for
 
+    def deliver(self, message: str) -> None:
+        """Act on `message` here as if it had come over the channel: what this replica learned some
+        other way (a relayed generation's failed end, see streams.py) before its event arrives."""
+        self._dispatch(message)
+
     async def publish(self, message: str) -> None:
         await self._backend.call("PUBLISH", self.channel, lambda: self._route.publish(self.channel, message))
 

@@ -15,6 +15,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
+
 from service.redis import keyspace
 from service.redis.commands import Miss, RedisCommands
 from service.redis.events import JOIN, Events
@@ -35,6 +39,9 @@ BLOCK_S = 1.0
 LINGER_S = 5.0
 # Entries one XREAD returns at most: a joiner arriving late gets what exists so far in a few reads.
 READ_COUNT = 1024
+
+# Events one generation relays at most (a token each): past it, joiners wait for the stored entry.
+MAX_RELAYED_EVENTS = 100_000
 
 # XREAD's reply without decode_responses: [[stream, [(id, {kind: data})]]].
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -72,6 +79,23 @@ def reader_client(url: str, *, timeout_s: float, readers: int, block_s: float = 
     """The client of a relay's blocking reads: `readers` connections (per node), whose reads may take
     a whole block longer than the command budget `timeout_s`."""
     return create_client(url, timeout_s=timeout_s + block_s, max_connections=readers)
+
+
+def reader_twin(
+    client: RedisClient, *, timeout_s: float, readers: int, block_s: float = BLOCK_S
+) -> RedisClient | None:
+    """For a client given to the service (tests, embedding) rather than made from REDIS_URL: a client
+    of `readers` connections of its own to the same Redis, like `reader_client`'s; None for a cluster
+    or Sentinel client, which only REDIS_URL describes fully."""
+    if isinstance(client, RedisCluster) or isinstance(client.connection_pool, SentinelConnectionPool):
+        return None
+    pool = client.connection_pool
+    settings = {**pool.connection_kwargs, "socket_timeout": timeout_s + block_s}
+    return Redis(
+        connection_pool=BlockingConnectionPool(
+            connection_class=pool.connection_class, max_connections=readers, timeout=timeout_s, **settings
+        )
+    )
 
 
 class StreamRelay:

@@ -51,6 +51,7 @@ class Settings:
     gateway_api_keys: tuple[str, ...] = field(default=(), repr=False)
     cache_sampled: bool = True
     upstream_max_response_bytes: int = 32 * 1024 * 1024
+    stream_readers: int = 16
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 64
     breaker_cooldown_s: float = 1.0

@@ -107,6 +107,7 @@ def gateway_context(settings: Settings, model: OpenAIUpstreamModel) -> Context:
         app[GATEWAY] = Gateway(model, app[keys.PREDICTIONS], metrics, cache_sampled=settings.cache_sampled)
         yield
         await model.remote.close()
+        await model.embeddings.close()
 
     return context
 

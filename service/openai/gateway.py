@@ -21,18 +21,20 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import JsonValue
 
 from service.caching.entry import CachedPrediction
 from service.caching.freshness import Freshness, Outcome
 from service.caching.predictions import Answer, Predictions
-from service.errors import ModelError, ModelTimeout
+from service.errors import ModelError, ModelTimeout, PredcacheError
 from service.metrics import Metrics
 from service.models.inputs import ModelInput
 from service.openai import headers as cache_headers
 from service.openai import streaming
 from service.openai.cache_control import CacheDirectives
-from service.openai.calls import GatewayCall, Route, decode_call
-from service.openai.errors import JSON
+from service.openai.calls import EMBEDDINGS, GatewayCall, Route, decode_call
+from service.openai.embeddings import combined, item_inputs, items_of
+from service.openai.errors import JSON, bad_request
 from service.openai.live import EventLog
 from service.openai.model import OpenAIUpstreamModel
 from service.openai.replay import replay_events
@@ -72,12 +74,32 @@ class Gateway:
         call: GatewayCall = model_input.value
         if directives.no_store or (call.sampled and not self.cache_sampled) or self.predictions.cache is None:
             return await self._bypass(request, model_input), "BYPASS"
+        if call.route is EMBEDDINGS and (items := items_of(call)) is not None:
+            return await self._embed_items(model_input, items, directives.freshness)
         if not call.stream:
             answer = await self.predictions.get(model_input, directives.freshness)
             self._count_tokens(answer)
             headers = {"Content-Type": JSON, **cache_headers.answer_headers(answer, self._clock())}
             return web.Response(body=answer.entry.body, headers=headers), answer.outcome.value
         return await self._stream(request, model_input, directives.freshness)
+
+    async def _embed_items(
+        self, model_input: ModelInput, items: list[JsonValue], freshness: Freshness
+    ) -> tuple[web.StreamResponse, str]:
+        """A list of embeddings inputs, each from its own entry or its own fill (embeddings.py): the
+        misses of all of them go upstream together (the model's EmbeddingBatches)."""
+        if len(items) > self.model.max_batch_items:
+            raise bad_request(f"input holds {len(items)} items, over {self.model.max_batch_items}", "input")
+        inputs = item_inputs(model_input, items, version=self.model.version)
+        answers: list[Answer] = []
+        for answer in await self.predictions.get_many(inputs, freshness):
+            if isinstance(answer, PredcacheError):
+                raise answer  # the request fails as a whole, as the upstream's would
+            self._count_tokens(answer)
+            answers.append(answer)
+        headers = cache_headers.items_headers(answers, self._clock())
+        body = combined([answer.entry.body for answer in answers])
+        return web.Response(body=body, headers={"Content-Type": JSON, **headers}), headers["X-Cache"]
 
     async def _stream(
         self, request: web.Request, model_input: ModelInput, freshness: Freshness

@@ -15,7 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from service.openai.live import COMPLETE, Ending, EventLog, EventSink, LiveGenerations, LoggedEvent
-from service.redis.streams import Relayed, RelayLost, StreamPublisher, StreamRelay, Terminal
+from service.redis.stream_publisher import StreamPublisher, Terminal
+from service.redis.streams import Relayed, RelayLost, StreamRelay
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -23,13 +22,14 @@ from service.redis import keyspace
 from service.redis.commands import Miss, RedisCommands
 from service.redis.events import JOIN, Events
 from service.redis.lease import Leases
+from service.redis.stream_publisher import (
+    EVENT,
+    EVENT_BYTES,
+    OVERFLOW_BYTES,
+    StreamPublisher,
+    unframed,
+)
 from service.redis.topology import RedisClient, close_client, create_client
-
-# How an entry ends a stream: the generation completed (it is being stored), failed (the upstream's error)
-# or was cut (a broken upstream stream). "overflow" says the publisher stopped relaying past its bounds.
-Terminal = Literal["completed", "failed", "cut"]
-EVENT = "event"
-OVERFLOW = "overflow"
 
 # A joiner's first XREAD waits this long for the holder to answer its request, later ones BLOCK_S; after
 # a silent one it checks that the generation still runs (and asks again, in case the request was lost).
@@ -181,42 +181,57 @@ class StreamRelay:
             raise RelayLost("busy", 0)
         async with self._slots:
             stream = keyspace.stream_key(key, token)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._ttl_s
-            received = 0
             block_s = min(FIRST_BLOCK_S, self._block_s)
-            await self._events.publish(f"{stream}|{JOIN}")
-            while True:
-                if loop.time() > deadline:
-                    raise RelayLost("timeout", received)
-                entries = await self._read(stream, received, block_s)
-                if not entries:
-                    # Silent for a whole block: go on while the holder still holds the lease. The holder
-                    # writes what was asked before letting the lease go, so once it has gone, one more
-                    # read finds the end, or there will never be one.
-                    holder = await self._leases.holder(key)
-                    if holder == token:
-                        if received == 0:
-                            await self._events.publish(f"{stream}|{JOIN}")  # pub/sub may lose it
-                        block_s = self._block_s
-                        continue
-                    if isinstance(holder, Miss):
-                        raise RelayLost("unavailable", received)
-                    entries = await self._read(stream, received, None)
-                    if not entries:
-                        raise RelayLost("ended", received)
-                for entry_id, fields in entries:
-                    # Entry ids are 0-1, 0-2, ...: a joiner sees every event or knows it did not.
-                    if entry_id != b"0-%d" % (received + 1):
-                        raise RelayLost("gap", received)
-                    (kind, data), *_ = fields.items()
-                    event = Relayed(kind.decode(), data)
-                    if event.kind == OVERFLOW:
-                        raise RelayLost("overflow", received)
-                    received += 1
+            # Asked while the first read is on its way: that read waits for what the ask brings.
+            asking = asyncio.ensure_future(self._events.publish(f"{stream}|{JOIN}"))
+            try:
+                async for event in self._follow(key, token, stream, block_s):
                     yield event
-                    if event.terminal:
-                        return
+            finally:
+                await asking
+
+    async def _follow(
+        self, key: str, token: str, stream: str, block_s: float
+    ) -> AsyncGenerator[Relayed, None]:
+        """`join`'s reads of the stream of the generation `token` holds the lease of."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ttl_s
+        read = received = 0  # entries read, events yielded
+        while True:
+            if loop.time() > deadline:
+                raise RelayLost("timeout", received)
+            entries = await self._read(stream, read, block_s)
+            if not entries:
+                # Silent for a whole block: go on while the holder still holds the lease. The holder
+                # writes what was asked before letting the lease go, so once it has gone, one more
+                # read finds the end, or there will never be one.
+                holder = await self._leases.holder(key)
+                if holder == token:
+                    if read == 0:
+                        await self._events.publish(f"{stream}|{JOIN}")  # pub/sub may lose it
+                    block_s = self._block_s
+                    continue
+                if isinstance(holder, Miss):
+                    raise RelayLost("unavailable", received)
+                entries = await self._read(stream, read, None)
+                if not entries:
+                    raise RelayLost("ended", received)
+            for entry_id, fields in entries:
+                # Entry ids are 0-1, 0-2, ...: a joiner sees every event or knows it did not.
+                read += 1
+                if entry_id != b"0-%d" % read:
+                    raise RelayLost("gap", received)
+                (kind, data), *_ = fields.items()
+                if kind == EVENT_BYTES:
+                    for event in unframed(data):
+                        received += 1
+                        yield Relayed(EVENT, event)
+                    continue
+                if kind == OVERFLOW_BYTES:
+                    raise RelayLost("overflow", received)
+                received += 1
+                yield Relayed(kind.decode(), data)
+                return
 
     async def _read(self, stream: str, after: int, block_s: float | None) -> Entries:
         """The entries after the `after`-th, waiting up to `block_s` for one (None: not at all)."""
@@ -241,122 +256,3 @@ class StreamRelay:
         close the reader's connections."""
         await asyncio.gather(*self._writers, return_exceptions=True)
         await close_client(self._reader)
-
-
-class StreamPublisher:
-    """One generation's events, kept here and appended to its stream, in order, once a joiner asks;
-    the generation never waits for Redis.
-
-    One writer task at a time sends what is queued, in one round trip (a pipeline when there is more
-    than one event, or the stream's expiry to set): a fast generation is relayed in batches. Past
-    `max_events` or `max_bytes` it ends the stream with "overflow" and keeps nothing more: joiners then
-    wait for the stored entry instead. A write that fails stops the relay too: its joiners see a gap,
-    or the lease go, and fall back.
-    """
-
-    def __init__(
-        self,
-        commands: RedisCommands,
-        stream: str,
-        *,
-        ttl_s: float,
-        linger_s: float,
-        max_events: int,
-        max_bytes: int,
-        writers: set[asyncio.Task[None]],
-    ) -> None:
-        self._commands = commands
-        self.stream = stream
-        self._ttl_ms = max(1, round(ttl_s * 1000))
-        self._linger_ms = max(1, round(linger_s * 1000))
-        self._max_events = max_events
-        self._max_bytes = max_bytes
-        self._writers = writers
-        self._kept: list[tuple[str, bytes]] = []  # every event so far, its terminal one last
-        self._bytes = 0
-        self._relaying = False
-        self._queued = 0  # how many of the kept events have been handed to a writer
-        self._pending: list[tuple[int, str, bytes]] = []
-        self.failed = False
-        self._writer: asyncio.Task[None] | None = None
-
-    @property
-    def ended(self) -> bool:
-        return bool(self._kept) and self._kept[-1][0] != EVENT
-
-    def publish(self, data: bytes) -> None:
-        """Keep one event (an SSE event's data) for the joiners, and relay it if any joined."""
-        if self.ended:
-            return
-        if len(self._kept) + 1 >= self._max_events or self._bytes + len(data) > self._max_bytes:
-            self._keep(OVERFLOW, b"")
-            return
-        self._bytes += len(data)
-        self._keep(EVENT, data)
-
-    def finish(self, kind: Terminal, data: bytes = b"") -> None:
-        """End the stream (the first end counts): every joiner sees `kind` as its last event."""
-        if not self.ended:
-            self._keep(kind, data)
-
-    def relay(self) -> None:
-        """A joiner asked: write every event so far, and from now on each as it comes."""
-        if not self._relaying:
-            self._relaying = True
-            self._queue()
-
-    async def written(self) -> bool:
-        """Wait until everything queued so far is in Redis; False when a write failed."""
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._writer)
-        return not self.failed
-
-    def _keep(self, kind: str, data: bytes) -> None:
-        self._kept.append((kind, data))
-        if self._relaying:
-            self._queue()
-
-    def _queue(self) -> None:
-        if self.failed:
-            return
-        for number in range(self._queued + 1, len(self._kept) + 1):
-            self._pending.append((number, *self._kept[number - 1]))
-        self._queued = len(self._kept)
-        # The writer checks for more before it returns, with no await in between: a task still
-        # running will send these; a finished one will not, so start another.
-        if self._pending and (self._writer is None or self._writer.done()):
-            self._writer = asyncio.create_task(self._write())
-            # Owned by the relay until done (the loop keeps only weak references), awaited by its close.
-            self._writers.add(self._writer)
-            self._writer.add_done_callback(self._writers.discard)
-
-    async def _write(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            # The stream lives as long as a generation may run from its first write, and a little past
-            # its end; between those, an event is one XADD (a pipeline costs half as much again).
-            first = batch[0][0] == 1
-            expire_ms = self._linger_ms if batch[-1][1] != EVENT else self._ttl_ms if first else None
-            reply = await self._commands.call(
-                "XADD", self.stream, functools.partial(self._send, batch, expire_ms)
-            )
-            if isinstance(reply, Miss):
-                self.failed = True
-                self._pending.clear()
-                return
-
-    async def _send(self, batch: list[tuple[int, str, bytes]], expire_ms: int | None) -> object:
-        client = self._commands.client
-        # An exact MAXLEN as a bound of last resort: the publisher stops before reaching it.
-        if len(batch) == 1 and expire_ms is None:
-            number, kind, data = batch[0]
-            return await client.xadd(
-                self.stream, {kind: data}, id=f"0-{number}", maxlen=self._max_events, approximate=False
-            )
-        pipe = client.pipeline(transaction=False)
-        for number, kind, data in batch:
-            pipe.xadd(self.stream, {kind: data}, id=f"0-{number}", maxlen=self._max_events, approximate=False)
-        if expire_ms is not None:
-            pipe.pexpire(self.stream, expire_ms)
-        return await pipe.execute()

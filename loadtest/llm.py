@@ -38,8 +38,6 @@ def load_prompts(path: Path, *, model: str, stream: bool, max_tokens: int | None
             raise PromptsError(f"--prompts {str(path)!r} line {number}: not JSON ({exc})") from None
         if isinstance(value, str):
             body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": value}]}
-            if max_tokens is not None:
-                body["max_tokens"] = max_tokens
         elif isinstance(value, dict):
             body = value
         else:
@@ -48,6 +46,8 @@ def load_prompts(path: Path, *, model: str, stream: bool, max_tokens: int | None
                 f"--prompts {str(path)!r} line {number}: neither a prompt string nor a request "
                 f"object (a {kind})"
             )
+        if max_tokens is not None and "max_tokens" not in body and "max_completion_tokens" not in body:
+            body["max_tokens"] = max_tokens
         body["stream"] = stream
         if stream:
             body.setdefault("stream_options", {"include_usage": True})

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens",
         type=_positive_int,
         metavar="N",
-        help="LLM mode: max_tokens of the bodies made from prompt strings",
+        help="LLM mode: max_tokens of every request that sets none of its own",
     )
     parser.add_argument(
         "--api-key",

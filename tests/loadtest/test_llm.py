@@ -42,6 +42,7 @@ def test_string_and_object_lines_make_bodies(tmp_path: Path) -> None:
             "model": "m2",
             "messages": [{"role": "user", "content": "x"}],
             "seed": 1,
+            "max_tokens": 16,
             "stream": True,
             "stream_options": {"include_usage": True},
         },

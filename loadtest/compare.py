@@ -12,6 +12,7 @@ from .stats import LatencySummary
 from .summary import RunSummary
 
 COMPARED_LATENCIES: tuple[str, ...] = ("p50", "p90", "p99", "mean", "max")
+COMPARED_TOKEN_LATENCIES: tuple[str, ...] = ("p50", "p99")
 # Settings that describe the load itself; a difference in any of them makes the comparison unfair.
 COMPARED_SETTINGS: tuple[str, ...] = (
     "url",
@@ -23,6 +24,8 @@ COMPARED_SETTINGS: tuple[str, ...] = (
     "timeout_s",
     "warmup",
     "mode",
+    "prompts",
+    "stream",
 )
 
 
@@ -95,9 +98,34 @@ def compare_runs(before: RunSummary, after: RunSummary) -> Comparison:
         for scope, old, new in scopes
         for metric in COMPARED_LATENCIES
     ]
+    if before.tokens is not None or after.tokens is not None:
+        figures.extend(_token_figures(before, after, [scope for scope, _, _ in scopes]))
     differences = [
         (key, before.settings.get(key), after.settings.get(key))
         for key in COMPARED_SETTINGS
         if before.settings.get(key) != after.settings.get(key)
     ]
     return Comparison(before, after, figures, differences)
+
+
+def _token_figures(before: RunSummary, after: RunSummary, scopes: list[str]) -> list[ComparedFigure]:
+    """LLM mode: TTFT and inter-token latency percentiles, overall and per class, in both runs."""
+
+    def latency(run: RunSummary, scope: str, name: str, metric: str) -> float | None:
+        figures = run.tokens if scope == "all" else run.class_tokens.get(scope)
+        if figures is None:
+            return None
+        summary = figures.ttft if name == "ttft" else figures.itl
+        return summary.value(metric) if summary.count else None
+
+    return [
+        ComparedFigure(
+            scope,
+            f"{name} {metric}",
+            latency(before, scope, name, metric),
+            latency(after, scope, name, metric),
+        )
+        for scope in scopes
+        for name in ("ttft", "itl")
+        for metric in COMPARED_TOKEN_LATENCIES
+    ]

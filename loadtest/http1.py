@@ -13,6 +13,8 @@ from typing import NamedTuple, cast
 
 from yarl import URL
 
+from .llm import Answer
+
 # Parser states: reading the status line and headers, or one of the ways an HTTP/1.1 body is framed.
 _HEAD, _BODY_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_TRAILER, _BODY_UNTIL_CLOSE = range(6)
 # A response head this large is not the trivial answer a load test expects; refuse rather than buffer.
@@ -20,14 +22,16 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class Response(NamedTuple):
-    """What the runner records of an answer: status, body size, the cache headers, and the body itself
-    when the sender keeps it (batches, whose per-item classes are in the body)."""
+    """What the runner records of an answer: status, body size, the cache headers, the body itself
+    when the sender keeps it (batches, whose per-item classes are in the body), and in LLM mode what
+    the answer said about its tokens."""
 
     status: int
     nbytes: int
     x_cache: str | None
     cache_status: str | None
     body: bytes | None = None
+    answer: Answer | None = None
 
 
 class ClientError(Exception):

@@ -6,14 +6,16 @@ A bad flag or value raises UsageError, which the CLI reports as one line with ex
 from __future__ import annotations
 
 import argparse
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
 import orjson
 from yarl import URL
 
+from .llm import PromptsError, load_prompts
 from .settings import CLIENTS, DEFAULT_URL, RunSettings
 from .workload import InputsError, load_inputs
 
@@ -99,11 +101,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON object input per line, each request a POST of one line to --url; lines in turn "
         "(-n equal to the line count sends each once) unless --zipf",
     )
+    pair.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="LLM mode: one chat completion per line, a prompt string or a whole request body, each "
+        "POSTed to --url (e.g. http://HOST:PORT/v1/chat/completions); reports TTFT, inter-token "
+        "latency and output tokens/s per class",
+    )
+    parser.add_argument(
+        "--stream", action="store_true", help="LLM mode: ask for server-sent events (stream: true)"
+    )
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="LLM mode: the model of the bodies made from prompt strings (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="LLM mode: max_tokens of every request that sets none of its own",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="LLM mode: sent as Authorization: Bearer KEY (default: $OPENAI_API_KEY, if set)",
+    )
     parser.add_argument(
         "--zipf",
         type=_positive_float,
         metavar="S",
-        help="draw --inputs lines at random by Zipf rank (line 1 most popular) with exponent S",
+        help="draw --inputs (or --prompts) lines at random by Zipf rank (line 1 most popular) with "
+        "exponent S",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the --zipf draws (default: %(default)s)")
     parser.add_argument(
@@ -169,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> RunSettings:
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunSettings:
+    environ = os.environ if environ is None else environ
     url = URL(args.url)
     if url.scheme not in ("http", "https") or not url.host:
         raise UsageError(f"--url must be an http:// or https:// URL with a host, got {args.url!r}")
@@ -181,14 +212,33 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         raise UsageError("--pairs must name at least one pair")
     inputs: tuple[bytes, ...] = ()
     inputs_source: str | None = None
-    if args.inputs is not None:
+    prompts_source: str | None = None
+    if args.prompts is None:
+        for flag, given in (("--stream", args.stream), ("--max-tokens", args.max_tokens is not None)):
+            if given:
+                raise UsageError(f"{flag} is for LLM mode: give --prompts FILE.jsonl")
+    if args.prompts is not None:
+        if args.batch is not None:
+            raise UsageError("--batch does not apply to --prompts (one chat completion per request)")
+        if args.client == "raw":
+            raise UsageError(
+                "--prompts reads answers as they arrive, with the aiohttp client: drop --client raw"
+            )
+        try:
+            inputs = load_prompts(
+                args.prompts, model=args.model, stream=args.stream, max_tokens=args.max_tokens
+            )
+        except PromptsError as exc:
+            raise UsageError(str(exc)) from None
+        prompts_source, pairs = str(args.prompts), ()
+    elif args.inputs is not None:
         try:
             inputs = load_inputs(args.inputs)
         except InputsError as exc:
             raise UsageError(str(exc)) from None
         inputs_source, pairs = str(args.inputs), ()
     elif args.zipf is not None:
-        raise UsageError("--zipf draws --inputs lines: give --inputs FILE.jsonl")
+        raise UsageError("--zipf draws --inputs or --prompts lines: give one of them")
     elif args.batch is not None:
         if args.pair is None:
             raise UsageError("--batch needs --inputs FILE.jsonl, or --pair PAIR for batches of that input")
@@ -208,4 +258,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         zipf_s=args.zipf,
         seed=args.seed,
         batch_size=args.batch,
+        prompts_source=prompts_source,
+        stream=args.stream,
+        api_key=args.api_key if args.api_key is not None else environ.get("OPENAI_API_KEY") or None,
     )

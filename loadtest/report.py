@@ -102,6 +102,8 @@ def render_run(summary: RunSummary, console: Console) -> None:
         )
     console.print(overview)
     console.print(_latency_table(summary))
+    if summary.tokens is not None:
+        console.print(_token_table(summary))
     for name, latency in summary.classes.items():
         encoded = summary.histograms.get("corrected", {}).get(name)
         if encoded is not None and latency.count:
@@ -119,11 +121,16 @@ def render_run(summary: RunSummary, console: Console) -> None:
 
 
 def _workload_text(settings: dict[str, object]) -> str:
-    """`pairs ETH-EUR,BTC-EUR`, or `inputs keys.jsonl (1000 lines, zipf 1.1, seed 0)  batch 32`."""
+    """`pairs ETH-EUR,BTC-EUR`, `inputs keys.jsonl (1000 lines, zipf 1.1, seed 0)  batch 32`, or
+    `prompts chat.jsonl (50 lines)  streamed`."""
     source, lines = settings.get("inputs"), settings.get("input_lines")
+    prompts = settings.get("prompts")
     pairs = settings.get("pairs")
-    if source is not None:
-        drawn = f", zipf {settings.get('zipf')}, seed {settings.get('seed')}" if settings.get("zipf") else ""
+    drawn = f", zipf {settings.get('zipf')}, seed {settings.get('seed')}" if settings.get("zipf") else ""
+    if prompts is not None:
+        streamed = "  streamed" if settings.get("stream") else ""
+        text = f"prompts {prompts} ({lines} lines{drawn}){streamed}"
+    elif source is not None:
         text = f"inputs {source} ({lines} lines{drawn})"
     else:
         text = "pairs " + (",".join(str(p) for p in pairs) if isinstance(pairs, list) and pairs else "-")
@@ -149,14 +156,15 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
     for column in ("class", "metric", "before", "after", "speed-up"):
         table.add_column(column, justify="left" if column in ("class", "metric") else "right")
     previous_scope = None
-    for figure in comparison.latencies:
+    figures = comparison.latencies
+    for i, figure in enumerate(figures):
         table.add_row(
             figure.scope if figure.scope != previous_scope else "",
             figure.metric,
             format_ms(figure.before) if figure.before is not None else "-",
             format_ms(figure.after) if figure.after is not None else "-",
             format_ratio(figure.speedup) if figure.speedup is not None else "-",
-            end_section=figure.metric == comparison.latencies[-1].metric,
+            end_section=i + 1 == len(figures) or figures[i + 1].scope != figure.scope,
         )
         previous_scope = figure.scope
     console.print(table)
@@ -200,6 +208,32 @@ def _latency_table(summary: RunSummary) -> Table:
     return table
 
 
+def _token_table(summary: RunSummary) -> Table:
+    """LLM mode: time to first token, inter-token latency and end to end, per class, and the tokens."""
+    table = Table(title="Tokens (ms; TTFT and e2e from when each request was due)")
+    for column in ("class", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "e2e p50", "e2e p99"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    table.add_column("output tokens", justify="right")
+    table.add_column("tokens/s", justify="right")
+    assert summary.tokens is not None
+    rows = [("all", summary.tokens, summary.latency)]
+    rows.extend((name, figures, summary.classes[name]) for name, figures in summary.class_tokens.items())
+    for name, figures, e2e in rows:
+        cells = [
+            format_ms(latency.value(key)) if latency.count else "-"
+            for latency in (figures.ttft, figures.itl, e2e)
+            for key in ("p50", "p99")
+        ]
+        table.add_row(
+            name,
+            *cells,
+            str(figures.output_tokens),
+            f"{figures.output_tokens_per_s:.1f}",
+            end_section=name == "all",
+        )
+    return table
+
+
 def _histogram_text(name: str, latency: LatencySummary, encoded: str) -> Text:
     buckets = log_buckets(decode_histogram(encoded))
     largest = max(count for _, count in buckets)
@@ -235,6 +269,8 @@ def _observed_text(result: ThresholdResult) -> str:
         return f"{observed:.0f}"
     if threshold.metric in ("throughput_rps", "rps"):
         return f"{observed:.1f} req/s"
+    if threshold.metric == "output_tokens_per_s":
+        return f"{observed:.1f} tokens/s"
     return f"{format_ms(observed)} ms"
 
 

@@ -1,14 +1,14 @@
 """Sending: closed-loop workers, or an open-loop schedule with `--rate`.
 
 Each worker sends through a `Send`: its own `http1.Connection` (the default for http://), or one
-shared aiohttp session (https://, and `--client aiohttp` for comparison). What request i sends is a
-GET for a pair, a `POST /predict` of an input line, or a `POST /predict/batch` of several.
+shared aiohttp session (https://, `--client aiohttp` for comparison, and LLM mode, chat.py). What
+request i sends is a GET for a pair, a `POST /predict` of an input line, a `POST /predict/batch` of
+several, or a chat completion of a `--prompts` line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,8 +19,10 @@ import aiohttp
 from yarl import URL
 
 from . import http1
+from .chat import chat_senders, transport_errors
 from .classes import ERROR_CLASS, BatchItem, classify, classify_batch
 from .http1 import Response
+from .llm import Answer
 from .settings import RunSettings
 from .stats import Recorder
 from .workload import LinePicker
@@ -62,7 +64,10 @@ async def run_load(
     observer: RequestObserver | None = None,
 ) -> float:
     """Send the warm-up requests, then the measured ones into `recorder`; return the measured seconds."""
-    opened = _raw_senders if settings.resolved_client == "raw" else _aiohttp_senders
+    if settings.llm:
+        opened = chat_senders
+    else:
+        opened = _raw_senders if settings.resolved_client == "raw" else _aiohttp_senders
     # One picker for warm-up and measurement: a Zipf run's draws go on from where warm-up left them.
     async with opened(settings, settings.line_picker()) as new_sender:
         senders = [new_sender() for _ in range(settings.concurrency)]
@@ -136,24 +141,13 @@ async def _aiohttp_senders(settings: RunSettings, pick: LinePicker) -> AsyncIter
 
         async def send(i: int) -> Response:
             url, data = target(i)
-            try:
+            with transport_errors():
                 if data is None:
                     context = request("GET", url)
                 else:
                     context = request("POST", url, data=data, headers=json_headers)
                 async with context as response:
                     body = await response.read()
-            except aiohttp.ClientConnectorError as exc:
-                raise http1.ConnectError(str(exc)) from exc
-            except aiohttp.ServerDisconnectedError as exc:
-                raise http1.ServerDisconnectedError(str(exc)) from exc
-            except aiohttp.ClientPayloadError as exc:
-                raise http1.PayloadError(str(exc)) from exc
-            except aiohttp.ClientOSError as exc:
-                if exc.errno != errno.ECONNRESET:
-                    raise
-                # A reset before the response counts as a disconnect, as it does for the raw client.
-                raise http1.ServerDisconnectedError(str(exc)) from exc
             headers = response.headers
             return Response(
                 response.status,
@@ -224,10 +218,14 @@ async def _send(
             error: str | None = None
             response_class = ERROR_CLASS
             body: bytes | None = None
+            answer: Answer | None = None
             try:
-                status, nbytes, x_cache, cache_status, body = await send(i)
+                status, nbytes, x_cache, cache_status, body, answer = await send(i)
                 if status >= 400:
                     error = f"HTTP {status}"
+                elif answer is not None and (answer.error is not None or not answer.done):
+                    # A broken stream is no answer: counted as an error, its tokens left out.
+                    error = answer.error or "incomplete stream"
                 elif batch_size is None:
                     response_class = classify(x_cache, cache_status)
             except TimeoutError:
@@ -238,10 +236,12 @@ async def _send(
                 error = type(exc).__name__
             end = clock()
             uncorrected_us = int((end - start) * 1_000_000)
-            if start - due > LATE_START_TOLERANCE_S:
+            late_s = start - due
+            if late_s > LATE_START_TOLERANCE_S:
                 recorder.late_starts += 1
                 latency_us = int((end - due) * 1_000_000)
             else:
+                late_s = 0.0
                 latency_us = uncorrected_us
             if batch_size is not None:
                 items: list[BatchItem] = (
@@ -258,6 +258,8 @@ async def _send(
                 continue
             if error is None:
                 record(response_class, status, nbytes, latency_us, uncorrected_us)
+                if answer is not None:
+                    recorder.record_answer(response_class, answer, late_s)
             else:
                 record_error(error, status, nbytes, latency_us, uncorrected_us)
             if observer is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from yarl import URL
@@ -35,6 +35,14 @@ class RunSettings:
     zipf_s: float | None = None  # draw input lines by Zipf rank with this exponent, not in turn
     seed: int = 0
     batch_size: int | None = None  # POST /predict/batch with this many inputs per request
+    # LLM mode (`--prompts`): `inputs` are chat completion bodies; `stream` asks for server-sent events.
+    prompts_source: str | None = None
+    stream: bool = False
+    api_key: str | None = field(default=None, repr=False)  # sent as `Authorization: Bearer ...`
+
+    @property
+    def llm(self) -> bool:
+        return self.prompts_source is not None
 
     @property
     def open_loop(self) -> bool:
@@ -72,6 +80,8 @@ class RunSettings:
         """The client `auto` stands for: the raw HTTP/1.1 one for http://, aiohttp for https://."""
         if self.client != "auto":
             return self.client
+        if self.llm:
+            return "aiohttp"  # it reads streams as they arrive, which the raw client does not
         return "raw" if URL(self.url).scheme == "http" else "aiohttp"
 
     @property
@@ -105,4 +115,6 @@ class RunSettings:
             "zipf": self.zipf_s,
             "seed": self.seed if self.zipf_s is not None else None,
             "batch": self.batch_size,
+            "prompts": self.prompts_source,
+            "stream": self.stream if self.llm else None,
         }

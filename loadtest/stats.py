@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from hdrh.histogram import HdrHistogram
 
 from .classes import ERROR_CLASS, BatchItem
+from .llm import Answer
 
 LOWEST_TRACKABLE_US = 1
 # An hour: longer than any timeout or corrected latency a run can produce; larger values are clamped.
@@ -58,14 +59,21 @@ class Recorder:
         "errors",
         "errors_by_kind",
         "http_requests",
+        "itl",
         "late_starts",
+        "output_tokens",
         "status_codes",
+        "ttft",
         "uncorrected",
     )
 
     def __init__(self) -> None:
         self.corrected: dict[str, HdrHistogram] = {}
         self.uncorrected: dict[str, HdrHistogram] = {}
+        # LLM mode, per class: time to first token, the gaps between tokens, and the tokens received.
+        self.ttft: dict[str, HdrHistogram] = {}
+        self.itl: dict[str, HdrHistogram] = {}
+        self.output_tokens: dict[str, int] = {}
         self.status_codes: dict[int, int] = {}
         self.errors_by_kind: dict[str, int] = {}
         self.bytes_received = 0
@@ -98,6 +106,20 @@ class Recorder:
                 self._record_error_item(kind, status, nbytes, latency_us, uncorrected_us)
             nbytes = 0
 
+    def record_answer(self, response_class: str, answer: Answer, late_s: float = 0.0) -> None:
+        """LLM mode: a recorded request's tokens (see `record`). Its time to first token counts from
+        when the request was due, like its latency (`late_s` late in an open loop)."""
+        ttft = self.ttft.get(response_class)
+        if ttft is None:
+            ttft = self.ttft[response_class] = new_histogram()
+            self.itl[response_class] = new_histogram()
+        if answer.ttft_s is not None:
+            ttft.record_value(_clamped_us(answer.ttft_s + late_s))
+        itl = self.itl[response_class]
+        for gap_s in answer.inter_token_s():
+            itl.record_value(_clamped_us(gap_s))
+        self.output_tokens[response_class] = self.output_tokens.get(response_class, 0) + answer.output_tokens
+
     def _record_error_item(
         self, kind: str, status: int, nbytes: int, latency_us: int, uncorrected_us: int
     ) -> None:
@@ -118,6 +140,10 @@ class Recorder:
             self.status_codes[status] = self.status_codes.get(status, 0) + 1
         self.bytes_received += nbytes
         self.completed += 1
+
+
+def _clamped_us(seconds: float) -> int:
+    return min(max(int(seconds * 1_000_000), LOWEST_TRACKABLE_US), HIGHEST_TRACKABLE_US)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram
@@ -11,6 +11,36 @@ from .classes import CLASSES, HIT_CLASSES
 from .stats import LATENCY_KEYS, SIGNIFICANT_FIGURES, LatencySummary, Recorder, merge_histograms
 
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TokenFigures:
+    """LLM mode's figures for one set of requests: time to first token and the gaps between tokens
+    (ms), the output tokens received and their rate over the run (the classes' rates add up)."""
+
+    ttft: LatencySummary
+    itl: LatencySummary
+    output_tokens: int
+    output_tokens_per_s: float
+
+    def as_dict(self, e2e: LatencySummary) -> dict[str, object]:
+        return {
+            "ttft_ms": {"count": self.ttft.count, **self.ttft.as_dict()},
+            "itl_ms": {"count": self.itl.count, **self.itl.as_dict()},
+            "e2e_ms": {"count": e2e.count, **e2e.as_dict()},
+            "output_tokens": self.output_tokens,
+            "output_tokens_per_s": round(self.output_tokens_per_s, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> TokenFigures:
+        ttft, itl = _mapping(data["ttft_ms"]), _mapping(data["itl_ms"])
+        return cls(
+            ttft=LatencySummary.from_dict(int(_number(ttft["count"])), _latency_map(ttft)),
+            itl=LatencySummary.from_dict(int(_number(itl["count"])), _latency_map(itl)),
+            output_tokens=int(_number(data["output_tokens"])),
+            output_tokens_per_s=float(_number(data["output_tokens_per_s"])),
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +63,9 @@ class RunSummary:
     histograms: dict[str, dict[str, str]] = field(default_factory=dict)
     # HTTP requests sent: `requests` counts items, and with `--batch N` a request carries N of them.
     http_requests: int | None = None
+    # LLM mode: every answered request's tokens, and per class (empty otherwise).
+    tokens: TokenFigures | None = None
+    class_tokens: dict[str, TokenFigures] = field(default_factory=dict)
 
     @property
     def http_request_count(self) -> int:
@@ -59,6 +92,13 @@ class RunSummary:
         return hits / answered if answered else 0.0
 
     def to_json(self) -> dict[str, object]:
+        classes: dict[str, object] = {}
+        for name, summary in self.classes.items():
+            entry: dict[str, object] = {"count": summary.count, "latency_ms": summary.as_dict()}
+            figures = self.class_tokens.get(name)
+            if figures is not None:
+                entry.update(figures.as_dict(summary))
+            classes[name] = entry
         return {
             "schema_version": SCHEMA_VERSION,
             "settings": self.settings,
@@ -78,10 +118,8 @@ class RunSummary:
             "late_starts": self.late_starts,
             "latency_ms": self.latency.as_dict(),
             "uncorrected_latency_ms": self.uncorrected_latency.as_dict(),
-            "classes": {
-                name: {"count": summary.count, "latency_ms": summary.as_dict()}
-                for name, summary in self.classes.items()
-            },
+            **(self.tokens.as_dict(self.latency) if self.tokens is not None else {}),
+            "classes": classes,
             "histograms": {
                 "unit": "us",
                 "significant_figures": SIGNIFICANT_FIGURES,
@@ -100,6 +138,11 @@ class RunSummary:
                 int(_number(_mapping(entry)["count"])), _latency_map(_mapping(entry)["latency_ms"])
             )
             for name, entry in classes_data.items()
+        }
+        class_tokens = {
+            str(name): TokenFigures.from_dict(_mapping(entry))
+            for name, entry in classes_data.items()
+            if "ttft_ms" in _mapping(entry)
         }
         requests = int(_number(data["requests"]))
         histograms = _mapping(data.get("histograms", {}))
@@ -126,6 +169,8 @@ class RunSummary:
             },
             # Absent from runs written before batches: one HTTP request per item then.
             http_requests=int(_number(data.get("http_requests", requests))),
+            tokens=TokenFigures.from_dict(data) if "ttft_ms" in data else None,
+            class_tokens=class_tokens,
         )
 
 
@@ -155,6 +200,30 @@ def summarize(
             "uncorrected": {name: _encode(h) for name, h in uncorrected.items()},
         },
         http_requests=recorder.http_requests,
+        tokens=_token_figures(
+            recorder.ttft.values(), recorder.itl.values(), recorder.output_tokens.values(), duration_s
+        )
+        if recorder.ttft
+        else None,
+        class_tokens={
+            name: _token_figures(
+                [recorder.ttft[name]], [recorder.itl[name]], [recorder.output_tokens[name]], duration_s
+            )
+            for name in ordered
+            if name in recorder.ttft
+        },
+    )
+
+
+def _token_figures(
+    ttft: Iterable[HdrHistogram], itl: Iterable[HdrHistogram], tokens: Iterable[int], duration_s: float
+) -> TokenFigures:
+    total = sum(tokens)
+    return TokenFigures(
+        ttft=LatencySummary.from_histogram(merge_histograms(ttft)),
+        itl=LatencySummary.from_histogram(merge_histograms(itl)),
+        output_tokens=total,
+        output_tokens_per_s=total / duration_s if duration_s > 0 else 0.0,
     )
 
 

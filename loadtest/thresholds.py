@@ -1,4 +1,5 @@
-"""`--fail-on` expressions such as `p99<200ms`, `HIT.p95<5ms`, `error_rate<1%`, `hit_ratio>0.9`."""
+"""`--fail-on` expressions such as `p99<200ms`, `HIT.p95<5ms`, `error_rate<1%`, `hit_ratio>0.9`, and in
+LLM mode `HIT.ttft_ms.p99<5ms`, `itl_ms.p50<30ms`, `output_tokens_per_s>100`."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ _RUN_METRICS: dict[str, dict[str, float]] = {
     "errors": {"": 1.0},
     "late_starts": {"": 1.0},
 }
+# LLM mode: latencies of a run's tokens (e2e_ms is the request's latency, by its LLM name), and the
+# output token rate, overall or per class.
+TOKEN_LATENCIES = ("ttft_ms", "itl_ms", "e2e_ms")
+TOKEN_RATE = "output_tokens_per_s"
 _EXPRESSION = re.compile(
     r"^\s*(?P<left>[A-Za-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<number>[0-9]*\.?[0-9]+)\s*(?P<unit>[a-zµ%]*)\s*$"
 )
@@ -56,6 +61,7 @@ class Threshold:
     op: str
     limit: float
     response_class: str | None = None
+    token_latency: str | None = None  # one of TOKEN_LATENCIES: `metric` is a percentile of it
 
     @property
     def is_latency(self) -> bool:
@@ -78,6 +84,10 @@ def parse_threshold(expression: str) -> Threshold:
         raise ThresholdError(expression, "expected METRIC<VALUE, e.g. p99<200ms or HIT.p95<5ms")
     left, op, unit = match["left"], match["op"], match["unit"]
     number = float(match["number"])
+    parts = left.split(".")
+    tokens = [i for i, part in enumerate(parts) if part in (*TOKEN_LATENCIES, TOKEN_RATE)]
+    if tokens:
+        return _parse_token_threshold(expression, parts, tokens[0], op, number, unit)
     response_class: str | None = None
     metric = _LATENCY_ALIASES.get(left, left)
     if metric not in LATENCY_KEYS and metric not in _RUN_METRICS and "." in left:
@@ -108,6 +118,33 @@ def parse_threshold(expression: str) -> Threshold:
     return Threshold(expression, metric, op, number * units[unit])
 
 
+def _parse_token_threshold(
+    expression: str, parts: list[str], at: int, op: str, number: float, unit: str
+) -> Threshold:
+    """`[CLASS.]ttft_ms.P`, `[CLASS.]itl_ms.P`, `[CLASS.]e2e_ms.P` or `[CLASS.]output_tokens_per_s`."""
+    if at > 1:
+        raise ThresholdError(
+            expression, "expected [CLASS.]ttft_ms.p99, [CLASS.]itl_ms.p50 or [CLASS.]output_tokens_per_s"
+        )
+    response_class = None
+    if at == 1:
+        response_class = _CLASS_NAMES.get(parts[0].lower())
+        if response_class is None:
+            raise ThresholdError(expression, f"unknown class {parts[0]!r} (known: {', '.join(CLASSES)})")
+    name, rest = parts[at], ".".join(parts[at + 1 :])
+    if name == TOKEN_RATE:
+        if rest or unit:
+            raise ThresholdError(expression, f"{TOKEN_RATE} takes no percentile and no unit")
+        return Threshold(expression, TOKEN_RATE, op, number, response_class)
+    metric = _LATENCY_ALIASES.get(rest, rest)
+    if metric not in LATENCY_KEYS:
+        raise ThresholdError(expression, f"{name} needs one of {', '.join(LATENCY_KEYS)}, e.g. {name}.p99")
+    factor = _LATENCY_UNITS_MS.get(unit)
+    if factor is None:
+        raise ThresholdError(expression, f"unknown latency unit {unit!r} (use ms, s or us)")
+    return Threshold(expression, metric, op, number * factor, response_class, token_latency=name)
+
+
 def evaluate(threshold: Threshold, summary: RunSummary) -> ThresholdResult:
     """Check a threshold; a class with no requests in the run fails rather than passing silently."""
     observed = _observe(threshold, summary)
@@ -117,6 +154,8 @@ def evaluate(threshold: Threshold, summary: RunSummary) -> ThresholdResult:
 
 
 def _observe(threshold: Threshold, summary: RunSummary) -> float | None:
+    if threshold.token_latency not in (None, "e2e_ms") or threshold.metric == TOKEN_RATE:
+        return _observe_tokens(threshold, summary)
     if threshold.response_class is not None:
         latency = summary.classes.get(threshold.response_class)
         if latency is None or latency.count == 0:
@@ -135,3 +174,17 @@ def _observe(threshold: Threshold, summary: RunSummary) -> float | None:
         "late_starts": float(summary.late_starts),
     }
     return values[threshold.metric]
+
+
+def _observe_tokens(threshold: Threshold, summary: RunSummary) -> float | None:
+    """A TTFT or inter-token percentile, or the output token rate; None without LLM figures for it."""
+    if threshold.response_class is None:
+        figures = summary.tokens
+    else:
+        figures = summary.class_tokens.get(threshold.response_class)
+    if figures is None:
+        return None
+    if threshold.metric == TOKEN_RATE:
+        return figures.output_tokens_per_s
+    latency = figures.ttft if threshold.token_latency == "ttft_ms" else figures.itl
+    return latency.value(threshold.metric) if latency.count else None

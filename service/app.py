@@ -26,13 +26,15 @@ from service.models.factory import build_model
 from service.models.inputs import InputCodec
 from service.models.runner import Limits, ModelRunner
 from service.models.upstream import UpstreamModel
+from service.openai.fanout import RemoteGenerations
 from service.openai.gateway import Gateway
-from service.openai.model import OpenAIUpstreamModel
+from service.openai.model import DEFAULT_MAX_RESPONSE_BYTES, OpenAIUpstreamModel
 from service.openai.routes import GATEWAY, add_gateway_routes
 from service.redis import keyspace
 from service.redis.breaker import CircuitBreaker
 from service.redis.events import Events
 from service.redis.lease import Leases
+from service.redis.streams import MAX_RELAYED_EVENTS, StreamRelay, reader_client, reader_twin
 from service.redis.topology import RedisClient, create_client, mode_of
 from service.settings.config import Settings
 from service.settings.converters import OPENAI_SCHEME, redact_url
@@ -98,8 +100,22 @@ def gateway_context(settings: Settings, model: OpenAIUpstreamModel) -> Context:
     async def context(app: web.Application) -> AsyncIterator[None]:
         metrics = app[keys.METRICS]
         model.observe_ttft = metrics.llm.upstream_ttft.observe
+        fleet = app[keys.PREDICTIONS].fleet
+        if fleet is not None:
+            # Streamed generations shared live with the other replicas (see openai/fanout.py).
+            events = fleet.events
+            model.remote = RemoteGenerations(
+                model.live,
+                fleet.relay,
+                held=fleet.leases.held,
+                remote_fills=fleet.remote_fills,
+                failed=lambda key: events.deliver(f"{key}|error"),
+            )
+            fleet.add_remote_fill_listener(model.remote.remote_fill_started)
         app[GATEWAY] = Gateway(model, app[keys.PREDICTIONS], metrics, cache_sampled=settings.cache_sampled)
         yield
+        await model.remote.close()
+        await model.embeddings.close()
 
     return context
 
@@ -190,13 +206,20 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
         cache = app[keys.CACHE]
         fleet = None
         if isinstance(cache, RedisBackend):
-            # Replicas sharing this Redis share model calls too: leases plus "stored" events.
+            # Replicas sharing this Redis share model calls too: leases plus "stored" events, and for
+            # the LLM gateway the events of each streamed generation, relayed live.
+            leases = Leases(cache, lease_ttl_s=settings.lease_ttl_s)
+            events = Events(cache, channel=keyspace.events_channel(runner.version))
+            relay = (
+                _relay(settings, cache, leases, events) if isinstance(model, OpenAIUpstreamModel) else None
+            )
             fleet = Fleet(
-                Leases(cache, lease_ttl_s=settings.lease_ttl_s),
-                Events(cache, channel=keyspace.events_channel(runner.version)),
+                leases,
+                events,
                 metrics=metrics,
                 lease_ttl_s=settings.lease_ttl_s,
                 model_timeout_s=settings.model_timeout_s,
+                relay=relay,
             )
             fleet.events.start()
         generations = Generations(
@@ -250,3 +273,27 @@ def predictions_context(settings: Settings, model: Model | None) -> Context:
         executor.shutdown(wait=False, cancel_futures=True)
 
     return context
+
+
+def _relay(settings: Settings, cache: RedisBackend, leases: Leases, events: Events) -> StreamRelay | None:
+    """The stream relay, its blocking reads on connections of their own (from REDIS_URL, or like the
+    given client's); None for a given cluster or Sentinel client, whose joiners wait for the end."""
+    budget_s, readers = settings.redis_timeout_s, settings.stream_readers
+    if settings.redis_url is not None:
+        reader: RedisClient | None = reader_client(settings.redis_url, timeout_s=budget_s, readers=readers)
+    else:
+        reader = reader_twin(cache.client, timeout_s=budget_s, readers=readers)
+    if reader is None:
+        log.info("stream relay off: a given Redis Cluster or Sentinel client (set REDIS_URL)")
+        return None
+    return StreamRelay(
+        cache,
+        leases,
+        events,
+        reader,
+        readers=settings.stream_readers,
+        # A stream lives as long as a generation can: the model timeout, plus a lease if its holder died.
+        ttl_s=settings.model_timeout_s + settings.lease_ttl_s,
+        max_events=MAX_RELAYED_EVENTS,
+        max_bytes=settings.upstream_max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
+    )

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.redis
 
 
 async def keys_of(redis: Redis, version: str) -> list[bytes]:
-    """The cached predictions of `version`: leases (released just after a response) are not."""
+    """The cached predictions of `version`: leases (released just after a response) and relayed
+    streams (expiring a few seconds after their generation) are not."""
     return [
         key
         async for key in redis.scan_iter(match=keyspace.entry_pattern(version))
-        if not key.endswith(b":lease")
+        if not key.endswith(b":lease") and b":stream:" not in key
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from service.errors import ModelError, ModelTimeout, UnknownInput
 from service.metrics import Metrics
 from service.redis.events import Events
 from service.redis.lease import Leases
+from service.redis.streams import StreamRelay
 
 # How often a replica waiting on another's lease re-reads the cache and retries the lease, in case
 # the "stored" event was lost or the holder died.
@@ -44,14 +45,30 @@ class Fleet:
     """What a replica needs to share model calls with the other replicas of one Redis."""
 
     def __init__(
-        self, leases: Leases, events: Events, *, metrics: Metrics, lease_ttl_s: float, model_timeout_s: float
+        self,
+        leases: Leases,
+        events: Events,
+        *,
+        metrics: Metrics,
+        lease_ttl_s: float,
+        model_timeout_s: float,
+        relay: StreamRelay | None = None,
     ) -> None:
         self.leases = leases
         self.events = events
+        # Streamed generations relayed live to the other replicas (None: they wait for the end).
+        self.relay = relay
+        # The keys this replica waits for another replica to fill, and who wants to hear of each.
+        self.remote_fills: dict[str, int] = {}
+        self._remote_fill_listeners: list[Callable[[str], None]] = []
         self._metrics = metrics
         self._lease_ttl_s = lease_ttl_s
         self._model_timeout_s = model_timeout_s
         self._background: set[asyncio.Task[None]] = set()
+
+    def add_remote_fill_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(key)` when this replica starts waiting for another one to fill `key`."""
+        self._remote_fill_listeners.append(listener)
 
     async def fill(
         self, key: str, label: str, generation: Generation, newer_than: float, *, read: Read, compute: Compute
@@ -63,20 +80,24 @@ class Fleet:
         deadline = loop.time() + self._model_timeout_s + self._lease_ttl_s
         waited = False
         # Watch before the first attempt: an event published after this line is never missed.
-        with self.events.watch(key) as watch:
+        with self.events.watch(key) as watch, self._remote_fill(key) as waiting:
             while True:
                 token = await self.leases.try_acquire(key)
                 if isinstance(token, Miss):
                     self._metrics.lease_fallbacks.inc()  # Redis is down: this replica's single-flight only
+                    waiting.stop()
                     return await compute(generation)
                 if token is not None:
+                    waiting.stop()
                     return await self._fill_holding(key, generation, newer_than, token, read, compute, waited)
                 if not waited:
                     waited = True
                     self._metrics.lease_waits.inc()
+                    waiting.start()
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     self._metrics.lease_timeouts.inc()
+                    waiting.stop()
                     return await compute(generation)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(LEASE_POLL_S, remaining)):
@@ -93,6 +114,14 @@ class Fleet:
                 generation, entry = await read()
                 if entry is not None and entry.predicted_at > newer_than:
                     return Filled(entry, stored=False, from_other_replica=True)
+
+    @contextlib.contextmanager
+    def _remote_fill(self, key: str) -> Iterator[_RemoteFill]:
+        waiting = _RemoteFill(self, key)
+        try:
+            yield waiting
+        finally:
+            waiting.stop()
 
     async def _fill_holding(
         self,
@@ -146,6 +175,34 @@ class Fleet:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        """Finish the announcements still going out, then stop listening."""
+        """Finish the announcements and relays still going out, then stop listening."""
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.relay is not None:
+            await self.relay.close()
         await self.events.close()
+
+
+class _RemoteFill:
+    """One fill's part in `Fleet.remote_fills`: counted from when it first waits for another replica
+    until it stops waiting (it answers, or computes itself)."""
+
+    def __init__(self, fleet: Fleet, key: str) -> None:
+        self._fleet = fleet
+        self._key = key
+        self._counted = False
+
+    def start(self) -> None:
+        fleet, key = self._fleet, self._key
+        self._counted = True
+        fleet.remote_fills[key] = fleet.remote_fills.get(key, 0) + 1
+        for listener in fleet._remote_fill_listeners:
+            listener(key)
+
+    def stop(self) -> None:
+        if not self._counted:
+            return
+        self._counted = False
+        remote = self._fleet.remote_fills
+        remote[self._key] -= 1
+        if not remote[self._key]:
+            del remote[self._key]  # the table holds only keys being waited for

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import orjson
@@ -63,6 +63,7 @@ class GatewayCall:
     sampled: bool  # temperature > 0 and no seed: a draw, not the model's one answer
     # Sent upstream; never part of a key, a log line or a repr.
     authorization: str | None = field(repr=False, default=None)
+    scope: str = field(repr=False, default="")  # the client's scope label, part of the key
 
     def upstream_body(self, *, stream: bool) -> bytes:
         if not stream:
@@ -97,20 +98,29 @@ def decode_call(
     choices = _optional(body, "n", int, "a whole number", 1)
     if not 1 <= choices <= MAX_CHOICES:
         raise bad_request(f"n must be between 1 and {MAX_CHOICES}", "n")
-    # Kept with the entry: of its own size, not orjson's buffer (see json_bytes.py).
-    canonical = dumps_kept({"route": route.name, "scope": label, "body": body}, option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.blake2b(canonical, digest_size=DIGEST_BYTES).hexdigest()
     call = GatewayCall(
         route=route,
-        key=keyspace.entry_key(version, digest),
+        key="",
         body=body,
         stream=stream,
         include_usage=include_usage,
         choices=choices,
         sampled=route is not EMBEDDINGS and _is_sampled(body),
         authorization=scope.upstream_authorization(authorization),
+        scope=label,
     )
-    return ModelInput(call, canonical, digest)
+    return asking(call, body, version=version)
+
+
+def asking(call: GatewayCall, body: JsonObject, *, version: str) -> ModelInput:
+    """`call` asking `body` (normalized), under the key a request of that body has: how a list of
+    embeddings inputs becomes one input per item (embeddings.py)."""
+    # Kept with the entry: of its own size, not orjson's buffer (see json_bytes.py).
+    canonical = dumps_kept(
+        {"route": call.route.name, "scope": call.scope, "body": body}, option=orjson.OPT_SORT_KEYS
+    )
+    digest = hashlib.blake2b(canonical, digest_size=DIGEST_BYTES).hexdigest()
+    return ModelInput(replace(call, key=keyspace.entry_key(version, digest), body=body), canonical, digest)
 
 
 def _require(route: Route, body: JsonObject) -> None:

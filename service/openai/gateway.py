@@ -21,18 +21,20 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import JsonValue
 
 from service.caching.entry import CachedPrediction
 from service.caching.freshness import Freshness, Outcome
 from service.caching.predictions import Answer, Predictions
-from service.errors import ModelError, ModelTimeout
+from service.errors import ModelError, ModelTimeout, PredcacheError
 from service.metrics import Metrics
 from service.models.inputs import ModelInput
 from service.openai import headers as cache_headers
 from service.openai import streaming
 from service.openai.cache_control import CacheDirectives
-from service.openai.calls import GatewayCall, Route, decode_call
-from service.openai.errors import JSON
+from service.openai.calls import EMBEDDINGS, GatewayCall, Route, decode_call
+from service.openai.embeddings import combined, item_inputs, items_of
+from service.openai.errors import JSON, bad_request
 from service.openai.live import EventLog
 from service.openai.model import OpenAIUpstreamModel
 from service.openai.replay import replay_events
@@ -72,6 +74,8 @@ class Gateway:
         call: GatewayCall = model_input.value
         if directives.no_store or (call.sampled and not self.cache_sampled) or self.predictions.cache is None:
             return await self._bypass(request, model_input), "BYPASS"
+        if call.route is EMBEDDINGS and (items := items_of(call)) is not None:
+            return await self._embed_items(model_input, items, directives.freshness)
         if not call.stream:
             answer = await self.predictions.get(model_input, directives.freshness)
             self._count_tokens(answer)
@@ -79,18 +83,38 @@ class Gateway:
             return web.Response(body=answer.entry.body, headers=headers), answer.outcome.value
         return await self._stream(request, model_input, directives.freshness)
 
+    async def _embed_items(
+        self, model_input: ModelInput, items: list[JsonValue], freshness: Freshness
+    ) -> tuple[web.StreamResponse, str]:
+        """A list of embeddings inputs, each from its own entry or its own fill (embeddings.py): the
+        misses of all of them go upstream together (the model's EmbeddingBatches)."""
+        if len(items) > self.model.max_batch_items:
+            raise bad_request(f"input holds {len(items)} items, over {self.model.max_batch_items}", "input")
+        inputs = item_inputs(model_input, items, version=self.model.version)
+        answers: list[Answer] = []
+        for answer in await self.predictions.get_many(inputs, freshness):
+            if isinstance(answer, PredcacheError):
+                raise answer  # the request fails as a whole, as the upstream's would
+            self._count_tokens(answer)
+            answers.append(answer)
+        headers = cache_headers.items_headers(answers, self._clock())
+        body = combined([answer.entry.body for answer in answers])
+        return web.Response(body=body, headers={"Content-Type": JSON, **headers}), headers["X-Cache"]
+
     async def _stream(
         self, request: web.Request, model_input: ModelInput, freshness: Freshness
     ) -> tuple[web.StreamResponse, str]:
         call: GatewayCall = model_input.value
         with self.model.live.listen(call.key) as log:
             joined = log.begun  # a generation of this key was running when the request came
+            if not joined:
+                self.model.remote.listener_arrived(call.key)
             getting = asyncio.ensure_future(self.predictions.get(model_input, freshness))
             try:
                 await _first_news(getting, log)
                 answered = getting.done() and not getting.cancelled() and getting.exception() is None
                 if log.events and not (answered and getting.result().outcome is not Outcome.MISS):
-                    live = cache_headers.live_headers(joined=joined, forced=freshness.no_cache)
+                    live = cache_headers.live_headers(joined=joined or log.remote, forced=freshness.no_cache)
                     response = await streaming.relay(request, log, live, include_usage=call.include_usage)
                     return response, "MISS"
                 answer = await getting

@@ -34,3 +34,17 @@ def live_headers(*, joined: bool, forced: bool) -> dict[str, str]:
     """A miss streamed while it is generated: whether it will be stored is not known yet."""
     status = "predcache; fwd=request" if forced else "predcache; fwd=uri-miss"
     return {"X-Cache": "MISS", "Age": "0", "Cache-Status": status + ("; collapsed" if joined else "")}
+
+
+def items_headers(answers: list[Answer], now: float) -> dict[str, str]:
+    """A list of embeddings inputs answered item by item: a HIT when every item was (STALE when
+    some were stale), else a MISS saying how many items came from the cache; the oldest item's age."""
+    if all(answer.outcome is Outcome.HIT for answer in answers):
+        oldest = min(answers, key=lambda answer: answer.entry.predicted_at)
+        return answer_headers(oldest, now)
+    age = max(0, int(now - min(answer.entry.predicted_at for answer in answers)))
+    cached = sum(answer.outcome is not Outcome.MISS for answer in answers)
+    if cached == len(answers):
+        return {"X-Cache": "STALE", "Age": str(age), "Cache-Status": "predcache; hit; fwd=stale"}
+    status = f"predcache; fwd=uri-miss; detail=cached-{cached}-of-{len(answers)}"
+    return {"X-Cache": "MISS", "Age": str(age), "Cache-Status": status}

@@ -52,6 +52,7 @@ class EventLog:
         self.streaming = False  # the upstream is streaming it: events will come
         self.ending: Ending | None = None
         self.listeners = 0
+        self.remote = False  # followed from another replica's generation (see fanout.py)
         # Replaced on every change: whoever waited on the old one wakes; nobody can miss a change
         # between looking and waiting, since nothing else runs in between.
         self._changed = asyncio.Event()
@@ -98,6 +99,11 @@ class LiveGenerations:
 
     def __len__(self) -> int:
         return len(self._logs)
+
+    def awaits(self, key: str) -> bool:
+        """Whether somebody here listens for a generation of `key` that has not begun here."""
+        log = self._logs.get(key)
+        return log is not None and log.listeners > 0 and not log.begun
 
     @contextlib.contextmanager
     def listen(self, key: str) -> Iterator[EventLog]:

@@ -21,6 +21,9 @@ from service.models.contract import Contract, Uncached
 from service.models.json_inputs import JsonObject, JsonObjectCodec
 from service.openai.assembly import Assembler
 from service.openai.calls import EMBEDDINGS, GatewayCall
+from service.openai.embedding_batches import EmbeddingBatches
+from service.openai.embeddings import items_of
+from service.openai.fanout import RemoteGenerations
 from service.openai.live import COMPLETE, Ending, EventSink, LiveGenerations, LoggedEvent
 from service.openai.scope import CredentialScope, Scope, SharedScope
 from service.openai.sse import encode_event
@@ -34,11 +37,24 @@ DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 class OpenAIUpstreamModel:
     """The model of `MODEL=openai+http(s)://HOST:PORT/v1`: its version is MODEL_VERSION."""
 
-    def __init__(self, upstream: OpenAIUpstream, version: str, scope: Scope) -> None:
+    def __init__(
+        self,
+        upstream: OpenAIUpstream,
+        version: str,
+        scope: Scope,
+        *,
+        batch_wait_s: float = 0.002,
+        max_batch_items: int = 1000,
+    ) -> None:
         self.upstream = upstream
         self.version = version
         self.scope = scope
+        # Embeddings of one input each, asked together upstream (a list request's misses).
+        self.embeddings = EmbeddingBatches(upstream, wait_s=batch_wait_s, max_items=max_batch_items)
+        self.max_batch_items = max_batch_items
         self.live = LiveGenerations()
+        # Generations shared with other replicas; the app gives it the relay when there is Redis.
+        self.remote = RemoteGenerations(self.live, None, held={}, remote_fills={})
         # The upstream's time to first event, in seconds (set by the app to its metrics).
         self.observe_ttft: Callable[[float], None] = lambda _seconds: None
 
@@ -77,7 +93,13 @@ class OpenAIUpstreamModel:
             max_connections=settings.upstream_max_connections,
             max_response_bytes=settings.upstream_max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES,
         )
-        return cls(upstream, settings.model_version, scope)
+        return cls(
+            upstream,
+            settings.model_version,
+            scope,
+            batch_wait_s=settings.batch_wait_ms / 1000,
+            max_batch_items=settings.max_batch_items,
+        )
 
     def contract(self) -> Contract:
         codec = JsonObjectCodec()
@@ -98,7 +120,12 @@ class OpenAIUpstreamModel:
         """The upstream's answer to `call`, streamed to the key's live log when the call streams."""
         with self.live.produce(call.key, streaming=call.stream) as log:
             if call.stream:
-                return await self._stream(call, log)
+                async with self.remote.publishing(call.key, log) as sink:
+                    return await self._stream(call, sink)
+            if call.route is EMBEDDINGS and items_of(call) is None:
+                embedded = await self.embeddings.embed(call)
+                log.end(COMPLETE)
+                return embedded
             answer = await self.upstream.post_json(
                 "/" + call.route.name, call.upstream_body(stream=False), call.authorization
             )

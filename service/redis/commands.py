@@ -102,7 +102,25 @@ class RedisCommands:
         node's breaker is open or the command failed."""
         return await self._call_on(self.nodes.for_key(key), command, call)
 
-    async def _call_on(self, node: Node | None, command: str, call: Callable[[], Awaitable[T]]) -> T | Miss:
+    async def call_blocking(
+        self, command: str, key: str, call: Callable[[], Awaitable[T]], *, block_s: float
+    ) -> T | Miss:
+        """`call` for a command Redis holds up to `block_s` (XREAD BLOCK) on a connection of its own
+        (see streams.py): its budget is `block_s` longer, and it takes none of the node's command slots,
+        which would otherwise be held for the whole block."""
+        return await self._call_on(
+            self.nodes.for_key(key), command, call, budget_s=self.timeout_s + block_s, bounded=False
+        )
+
+    async def _call_on(
+        self,
+        node: Node | None,
+        command: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        budget_s: float | None = None,
+        bounded: bool = True,
+    ) -> T | Miss:
         if node is None or not node.breaker.allow():
             # Until a slot map shows a live primary for these keys, they are served without cache.
             self.nodes.refresh_topology()
@@ -112,8 +130,8 @@ class RedisCommands:
             # A hard budget on top of the socket timeouts: waiting for the pool, connecting and reading
             # all count. redis-py drops a connection whose command was cancelled, so a late reply can
             # never reach the next user of that connection.
-            async with asyncio.timeout(self.timeout_s):
-                if node.commands is None:
+            async with asyncio.timeout(self.timeout_s if budget_s is None else budget_s):
+                if node.commands is None or not bounded:
                     reply = await call()
                 else:
                     async with node.commands:

@@ -1,5 +1,5 @@
 """Cache events between replicas over one Redis pub/sub channel (a sharded one in a cluster, see
-pubsub.py): "K was stored", "K's model call failed", "the cache was cleared".
+pubsub.py): "K was stored", "K's model call failed", "the cache was cleared", "relay K's generation".
 
 Each process keeps one subscription; waiters register before they look, so an event published after
 they register is never missed. Pub/sub is best effort: waiters also poll, slowly. Every message starts
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # refused the input), so that waiters on other replicas answer with the same error instead of
 # calling the model again.
 FAILURES = ("timeout", "error", "unknown")
+# "<stream key>|join": a replica asks the holder of a generation to relay its events (see streams.py).
+JOIN = "join"
 
 # `<origin> <message>`: the origin is this many hex digits, random per process (per Events).
 ORIGIN_HEX = 16
@@ -46,6 +48,7 @@ class Events:
         self._route = route_for(backend.client) if route is None else route
         self._waiters: dict[str, set[Watch]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._join_listeners: list[Callable[[str], None]] = []
         self._reader: asyncio.Task[None] | None = None
         self.origin = secrets.token_hex(ORIGIN_HEX // 2)
 
@@ -62,6 +65,10 @@ class Events:
         """Call `listener(message)` for every event another replica publishes."""
         self._listeners.append(listener)
 
+    def add_join_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(stream)` for every "<stream>|join" any replica publishes."""
+        self._join_listeners.append(listener)
+
     @contextlib.contextmanager
     def watch(self, key: str) -> Iterator[Watch]:
         """Woken whenever any replica publishes about `key`, for as long as the block runs."""
@@ -75,6 +82,11 @@ class Events:
             if not waiters:
                 del self._waiters[key]  # the table holds only keys being waited for
 
+    def deliver(self, message: str) -> None:
+        """Act on `message` here as if it had come over the channel: what this replica learned some
+        other way (a relayed generation's failed end, see streams.py) before its event arrives."""
+        self._dispatch(message)
+
     async def publish(self, message: str) -> None:
         sent = f"{self.origin} {message}"
         await self._backend.call("PUBLISH", self.channel, lambda: self._route.publish(self.channel, sent))
@@ -84,6 +96,10 @@ class Events:
         if not sep or len(origin) != ORIGIN_HEX:
             origin, message = "", received  # from a replica of a release before origins
         key, _, failure = message.partition("|")
+        if failure == JOIN:
+            for listener in self._join_listeners:
+                listener(key)
+            return
         for watch in self._waiters.get(key, ()):
             watch.failure = failure if failure in FAILURES else None
             watch.woken.set()

@@ -1,4 +1,4 @@
-"""Where everything lives in Redis, in one place: keys, counters, leases and the events channel.
+"""Where everything lives in Redis, in one place: keys, counters, leases, streams and the events channel.
 
 One layout for every mode. Each cache key carries a hash tag, `predcache:{<version>:<digest>}`, so its
 entry, its own generation counter and its lease share one Redis Cluster hash slot: a read is one MGET
@@ -31,6 +31,12 @@ def key_of_generation_key(name: str) -> str | None:
 def lease_key(key: str) -> str:
     """The fleet-wide single-flight lease on `key` (same slot as `key`)."""
     return key + ":lease"
+
+
+def stream_key(key: str, token: str) -> str:
+    """The Redis Stream of the generation running under the lease `token` on `key` (same slot as
+    `key`): one stream per generation, so a joiner never reads the events of an earlier one."""
+    return f"{key}:stream:{token}"
 
 
 def model_generation_key(version: str) -> str:

@@ -57,6 +57,9 @@ class Leases:
         self._ttl_ms = max(1, round(lease_ttl_s * 1000))
         self._release = backend.client.register_script(_RELEASE)
         self._extend = backend.client.register_script(_EXTEND)
+        # The token of each lease this replica took and has not released: what its generation of
+        # that key is relayed under (see streams.py).
+        self.held: dict[str, str] = {}
 
     lease_key = staticmethod(keyspace.lease_key)
 
@@ -69,7 +72,18 @@ class Leases:
         )
         if isinstance(taken, Miss):
             return taken
-        return token if taken else None
+        if not taken:
+            return None
+        self.held[key] = token
+        return token
+
+    async def holder(self, key: str) -> str | Miss | None:
+        """The token of the replica holding the lease on `key`, None if nobody does."""
+        lease = self.lease_key(key)
+        token = await self._backend.call("GET", lease, lambda: self._backend.client.get(lease))
+        if isinstance(token, bytes):
+            return token.decode()
+        return token
 
     @contextlib.asynccontextmanager
     async def renewing(self, key: str, token: str) -> AsyncIterator[None]:
@@ -83,6 +97,8 @@ class Leases:
                 await renewer
 
     async def release(self, key: str, token: str) -> None:
+        if self.held.get(key) == token:
+            del self.held[key]
         lease = self.lease_key(key)
         await self._backend.call("EVALSHA release", lease, lambda: self._release([lease], [token]))
 

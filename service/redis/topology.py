@@ -205,8 +205,12 @@ async def _answers(ping: Any, timeout_s: float) -> bool:
 
 
 async def close_client(client: RedisClient) -> None:
-    """Close the client, and for Sentinel the connections to the sentinels too."""
-    pool = None if isinstance(client, RedisCluster) else client.connection_pool
-    await client.aclose()
+    """Close the client and its connections, and for Sentinel the connections to the sentinels too."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+        return
+    pool = client.connection_pool
+    # A client made over a pool of our own (create_redis_client) leaves it open unless told.
+    await client.aclose(close_connection_pool=True)
     if isinstance(pool, SentinelConnectionPool):
         await pool.sentinel_manager.aclose()

@@ -53,6 +53,7 @@ class Settings:
     cache_sampled: bool = True
     # None: each kind of upstream's own default (4 MiB for a model server, 32 MiB for the gateway).
     upstream_max_response_bytes: int | None = None
+    stream_readers: int = 16
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 64
     breaker_cooldown_s: float = 1.0

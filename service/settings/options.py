@@ -282,6 +282,14 @@ OPTIONS: tuple[Option, ...] = (
         "model server, 32 MiB for the gateway",
     ),
     Option(
+        "stream_readers",
+        "--stream-readers",
+        "STREAM_READERS",
+        int_between(1, 1000),
+        "LLM gateway over Redis: generations of other replicas this one follows live at once, each on "
+        "a Redis connection of its own; a streamed request joining one more waits for its end",
+    ),
+    Option(
         "redis_timeout_s",
         "--redis-timeout",
         "REDIS_TIMEOUT_SECONDS",

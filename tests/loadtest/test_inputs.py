@@ -219,7 +219,7 @@ def test_zipf_batches_draw_each_item(
         (["--inputs", "{good}", "--zipf", "nan"], "--zipf: must be a positive number"),
         (["--batch", "8"], "--batch needs --inputs"),
         (["--pairs", "A,B", "--batch", "8"], "--batch needs --inputs"),
-        (["--zipf", "1.1"], "--zipf draws --inputs lines"),
+        (["--zipf", "1.1"], "--zipf draws --inputs or --prompts lines"),
         (["--inputs", "{good}", "--pairs", "A,B"], "not allowed with argument"),
         (["--inputs", "{good}", "--seed", "x"], "--seed: invalid int value"),
     ],

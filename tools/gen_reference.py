@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from prometheus_client.metrics_core import Metric
+
 from service.metrics import Metrics
 from service.settings.config import Settings
 from service.settings.options import OPTIONS
@@ -56,10 +58,19 @@ def metrics_page() -> str:
         "| metric | type | labels | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for family in Metrics().registry.collect():
+    registry = Metrics().registry
+    # prometheus-client keeps a labelled metric's label names on the metric object, not on a family
+    # that has no series yet; the registry's map of collectors is where they can be read.
+    labelled = {
+        getattr(collector, "_name", ""): tuple(getattr(collector, "_labelnames", ()))
+        for collector in registry._collector_to_names
+    }
+    for family in registry.collect():
         # The names as exposed: a counter's samples end in _total.
         name = f"{family.name}_total" if family.type == "counter" else family.name
-        lines.append(f"| `{name}` | {family.type} | {_labels(family)} | {_cell(family.documentation)} |")
+        names = labelled.get(family.name) or tuple(getattr(family, "_labelnames", None) or ())
+        labels = _labels(family, names)
+        lines.append(f"| `{name}` | {family.type} | {labels} | {_cell(family.documentation)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -69,17 +80,16 @@ PAGES: dict[str, Callable[[], str]] = {
 }
 
 
-def _labels(family: object) -> str:
-    names: Sequence[str] = getattr(family, "_labelnames", ()) or ()
+def _labels(family: Metric, names: Sequence[str]) -> str:
     shown = []
     for label in names:
-        values = sorted({s.labels[label] for s in getattr(family, "samples", ()) if label in s.labels})
+        values = sorted({s.labels[label] for s in family.samples if label in s.labels})
         shown.append(f"`{label}` ({', '.join(values)})" if values else f"`{label}`")
     return ", ".join(shown) or "-"
 
 
 def _shown(default: object) -> str:
-    if default is None:
+    if default is None or default == ():
         return "unset"
     if isinstance(default, bool):
         return "on" if default else "off"

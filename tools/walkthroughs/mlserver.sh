@@ -86,7 +86,7 @@ run <<STEP
 curl -s $API/openapi.json | $PY -c 'import json, sys; print(json.load(sys.stdin)["components"]["schemas"]["Input"]["properties"]["inputs"])'
 STEP
 
-say "MLServer stopped: a new input is a 503 (the upstream's address stays in predcache's log)."
+say "MLServer stopped: a new input is a 503 (the details are in predcache's log, under the request id)."
 printf '\n$ kill %s   # MLServer\n' "$MLSERVER_PID"
 stop "$MLSERVER_PID"
 run <<STEP

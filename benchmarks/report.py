@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from benchmarks import loadtest_ceiling, memory
+from benchmarks import llm_litellm, loadtest_ceiling, memory
 
 
 def _rows(section: Mapping[str, object]) -> list[Mapping[str, object]]:
@@ -276,6 +276,12 @@ def markdown(results: Mapping[str, object]) -> str:
     if "memory" in results:
         lines += ["## 8. Memory: resident memory per cached prediction, byte bounds", ""]
         lines += [*memory.markdown(dict(section("memory"))), ""]
+    if "llm_litellm" in results:
+        lines += [
+            "## 9. LLM gateway beside LiteLLM's proxy",
+            "",
+            llm_litellm.markdown(dict(section("llm_litellm"))),
+        ]
     found = results.get("targets", [])
     assert isinstance(found, Sequence)
     lines += [

@@ -22,6 +22,7 @@ from benchmarks import (
     expiry,
     failover,
     hitpath,
+    llm_litellm,
     loadtest_ceiling,
     memory,
     misspath,
@@ -102,6 +103,7 @@ SECTIONS = (
     "cluster",
     "failover",
     "memory",
+    "llm_litellm",
 )
 
 
@@ -136,6 +138,11 @@ def run_all(quick: bool, only: Sequence[str] = SECTIONS) -> dict[str, object]:
         "cluster": ("Redis Cluster beside one Redis", lambda: cluster.run(sharded)),
         "failover": ("failover under load", lambda: failover.run(failover.FailoverSettings())),
         "memory": ("memory per entry and byte bounds", lambda: memory.run(resident)),
+        # About 6 minutes (LiteLLM's proxy alone takes ~40 s to start here); --quick: about 3.
+        "llm_litellm": (
+            "LLM gateway beside LiteLLM",
+            lambda: llm_litellm.run(*((1.0, 10, 1) if quick else (3.0, 30, 3))),
+        ),
     }
     started = time.monotonic()
     results: dict[str, object] = {"quick": quick, "machine": machine()}

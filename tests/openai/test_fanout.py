@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from service.openai.sse import SseDecoder
 from tests.openai.conftest import API_KEY, Client, MakeGateway, Sdk
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.scripted_upstream import Script, ScriptedUpstream
 from tests.test_api import keys_of
 
@@ -171,3 +172,23 @@ async def test_joiners_past_the_stream_readers_get_the_stored_answer_at_the_end(
     assert followed.text == replayed.text == "".join(WORDS[:10])
     assert followed.first_s < 0.2 < replayed.first_s
     assert scripted.count() == 2
+
+
+async def test_a_join_across_replicas_over_a_redis_cluster(
+    scripted: ScriptedUpstream, make_gateway: MakeGateway, redis_cluster: RedisClusterNodes
+) -> None:
+    """The same over a 6-node Redis Cluster: the stream lives on the entry's node, the join request
+    goes over the sharded events channel."""
+    one, two = await replicas(make_gateway, scripted.url, redis_cluster.url, count=2)
+    scripted.script = Script(words=WORDS[:20], event_delay_s=0.05)
+    body = asked("join me in a cluster")
+    leader = asyncio.create_task(listen(one, body))
+    await asyncio.sleep(0.5)
+    other = await listen(two, body)
+    first = await leader
+    assert first.done
+    assert other.done
+    assert other.text == first.text == "".join(WORDS[:20])
+    assert other.first_s < 0.2
+    assert other.first_burst >= 3
+    assert scripted.count() == 1

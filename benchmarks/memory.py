@@ -1,7 +1,7 @@
 """Memory: resident memory per cached prediction (distinct ~150-byte ones, embedded and over Redis
 with the near-cache), and the byte bounds CACHE_MAX_BYTES and NEAR_CACHE_MAX_BYTES as resident memory.
 
-`python -m benchmarks.memory [--quick]` prints the tables (about 3 minutes; --quick about one);
+`python -m benchmarks.memory [--quick]` prints the tables (a few minutes; --quick about a third);
 `python -m benchmarks.run --only memory` includes them. `python -m benchmarks.memory --where N
 [--redis]` caches N predictions in process and lists what is still allocated for them (tracemalloc).
 """

@@ -51,7 +51,7 @@ class MemorySettings:
 
 
 QUICK = MemorySettings(
-    counts=(5_000, 20_000), warmup_keys=200, large_keys=500, cache_max_bytes=32 * MIB, near_keys=20_000
+    counts=(10_000,), warmup_keys=200, large_keys=500, cache_max_bytes=32 * MIB, near_keys=20_000
 )
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import orjson
 
+from .workload import jsonl_values
+
 
 class PromptsError(ValueError):
     """A `--prompts` file that cannot be read, or a line that is neither a prompt string nor a body."""
@@ -24,18 +26,8 @@ def load_prompts(path: Path, *, model: str, stream: bool, max_tokens: int | None
     body's `stream` (with `stream_options.include_usage`, so a server that counts tokens says how many);
     `max_tokens` sets it on the bodies made from strings.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PromptsError(f"--prompts: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     bodies: list[bytes] = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise PromptsError(f"--prompts {str(path)!r} line {number}: not JSON ({exc})") from None
+    for number, value in jsonl_values(path, "--prompts", PromptsError):
         if isinstance(value, str):
             body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": value}]}
         elif isinstance(value, dict):

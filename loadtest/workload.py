@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -17,20 +17,26 @@ class InputsError(ValueError):
     """An `--inputs` file that cannot be read, or a line that is not a JSON object."""
 
 
-def load_inputs(path: Path) -> tuple[bytes, ...]:
-    """The JSON objects of a JSONL file, one per non-blank line, each re-encoded compactly."""
+def jsonl_values(path: Path, flag: str, error: type[ValueError]) -> Iterator[tuple[int, object]]:
+    """(line number, value) of each non-blank line of a JSONL file; `error`, naming `flag`, when the
+    file cannot be read or a line is not JSON."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputsError(f"--inputs: cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    inputs: list[bytes] = []
+        raise error(f"{flag}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            value = orjson.loads(line)
+            yield number, orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise InputsError(f"--inputs {str(path)!r} line {number}: not JSON ({exc})") from None
+            raise error(f"{flag} {str(path)!r} line {number}: not JSON ({exc})") from None
+
+
+def load_inputs(path: Path) -> tuple[bytes, ...]:
+    """The JSON objects of a JSONL file, one per non-blank line, each re-encoded compactly."""
+    inputs: list[bytes] = []
+    for number, value in jsonl_values(path, "--inputs", InputsError):
         if not isinstance(value, dict):
             kind = type(value).__name__
             raise InputsError(f"--inputs {str(path)!r} line {number}: not a JSON object (a {kind})")

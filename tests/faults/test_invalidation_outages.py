@@ -41,16 +41,6 @@ async def delete(service: Service, path: str) -> None:
     assert response.status == 200, await response.text()
 
 
-async def redis_value(server: RedisServer, key: str) -> bytes | None:
-    client = Redis.from_url(server.url)
-    try:
-        value = await client.get(key)
-        assert value is None or isinstance(value, bytes)
-        return value
-    finally:
-        await client.aclose()
-
-
 async def test_a_redis_restored_from_before_a_delete_does_not_bring_the_predictions_back(
     start_service: StartService, server: RedisServer, model_version: str
 ) -> None:
@@ -70,15 +60,15 @@ async def test_a_redis_restored_from_before_a_delete_does_not_bring_the_predicti
     await delete(first, "/cache")
     assert served(await prices([first, second], "ETH-EUR", 0.5)) == {AFTER}
     counter = keyspace.model_generation_key(model_version)
-    raised = await redis_value(server, counter)
+    raised = await server.get(counter)
     assert raised is not None
 
     await asyncio.to_thread(server.restart)
-    assert await redis_value(server, counter) != raised  # the snapshot's counter, from before the DELETE
+    assert await server.get(counter) != raised  # the snapshot's counter, from before the DELETE
     assert served(await prices([first, second], "ETH-EUR", 2.0)) == {AFTER}
     # Within a second or two (a re-read every second, after a breaker cool-down); loose for a busy machine.
     deadline = time.monotonic() + 3.0
-    while await redis_value(server, counter) != raised:
+    while await server.get(counter) != raised:
         assert time.monotonic() < deadline, "the replicas did not raise the counter back"
         await asyncio.sleep(0.1)
 

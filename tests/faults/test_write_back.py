@@ -24,16 +24,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 BEFORE, AFTER = 1.0, 2.0
 
 
-async def redis_value(server: RedisServer, key: str) -> bytes | None:
-    client = Redis.from_url(server.url)
-    try:
-        value = await client.get(key)
-        assert value is None or isinstance(value, bytes)
-        return value
-    finally:
-        await client.aclose()
-
-
 async def test_a_prediction_computed_while_redis_was_down_is_written_back_when_it_answers(
     start_service: StartService, server: RedisServer, model_version: str
 ) -> None:
@@ -48,7 +38,7 @@ async def test_a_prediction_computed_while_redis_was_down_is_written_back_when_i
     await asyncio.to_thread(server.restart)
     key = pair_key(model_version, "ETH-EUR")
     restarted = time.monotonic()
-    while await redis_value(server, key) is None:
+    while await server.get(key) is None:
         assert time.monotonic() - restarted < 2.0 + LOOP_ALLOWANCE_S, "not written back"
         await asyncio.sleep(0.05)
     # The other replica's pooled connections are from before the restart, and redis-py (retries off)
@@ -81,7 +71,7 @@ async def test_a_write_back_does_not_overwrite_a_newer_entry(
     while await cut_off.metric(f'{written}{{result="newer_kept"}}') < 1:
         assert time.monotonic() < deadline, "no write-back attempted"
         await asyncio.sleep(0.05)
-    raw = await redis_value(server, pair_key(model_version, "ETH-EUR"))
+    raw = await server.get(pair_key(model_version, "ETH-EUR"))
     assert raw is not None
     assert orjson.loads(raw.partition(b"\n")[2])["predicted_price"] == AFTER
 

@@ -15,6 +15,7 @@ from types import TracebackType
 from urllib.parse import quote
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -129,6 +130,16 @@ class RedisServer:
                     raise
                 self.port = free_port()
         raise AssertionError("unreachable")
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key`, read over a connection of its own: what Redis holds, past any service."""
+        client = AsyncRedis.from_url(self.url)
+        try:
+            value = await client.get(key)
+            assert value is None or isinstance(value, bytes)
+            return value
+        finally:
+            await client.aclose()
 
     def stop(self) -> None:
         """SIGTERM and wait for the exit (SIGKILL if it takes longer than `stop_timeout_s`)."""

